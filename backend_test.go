@@ -1,0 +1,118 @@
+package rediskit_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The environment variables that point the behaviour suite at real servers.
+// Unset, the backends they name are skipped; CI sets them all.
+const (
+	envStandalone = "REDISKIT_REDIS_ADDR"    // host:port of a standalone Redis
+	envCluster    = "REDISKIT_CLUSTER_ADDRS" // comma-separated seed nodes of a Redis Cluster
+)
+
+// backend is one Redis the behaviour suite runs against.
+type backend struct {
+	name   string
+	client redis.UniversalClient
+	mr     *miniredis.Miniredis // nil on a real server
+	prefix string               // unique to the test, so tests can share a server
+}
+
+// key returns name made unique to the running test.
+func (b *backend) key(name string) string { return b.prefix + name }
+
+// advance lets d pass for the keys' TTLs: miniredis's clock is moved, a real
+// server is waited for.
+func (b *backend) advance(d time.Duration) {
+	if b.mr != nil {
+		b.mr.FastForward(d)
+		return
+	}
+	time.Sleep(d)
+}
+
+// flushScripts empties the script cache of every node.
+func (b *backend) flushScripts(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if cc, ok := b.client.(*redis.ClusterClient); ok {
+		require.NoError(t, cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.ScriptFlush(ctx).Err()
+		}))
+		return
+	}
+	require.NoError(t, b.client.ScriptFlush(ctx).Err())
+}
+
+var testSeq atomic.Int64
+
+// backendKinds lists the suite's backends in order; each becomes a subtest.
+var backendKinds = []struct {
+	name string
+	env  string
+	dial func(t *testing.T, addr string) (redis.UniversalClient, *miniredis.Miniredis)
+}{
+	{"miniredis", "", func(t *testing.T, _ string) (redis.UniversalClient, *miniredis.Miniredis) {
+		mr := miniredis.RunT(t)
+		return redis.NewClient(&redis.Options{Addr: mr.Addr()}), mr
+	}},
+	{"standalone", envStandalone, func(t *testing.T, addr string) (redis.UniversalClient, *miniredis.Miniredis) {
+		return redis.NewClient(&redis.Options{Addr: addr}), nil
+	}},
+	{"cluster", envCluster, func(t *testing.T, addrs string) (redis.UniversalClient, *miniredis.Miniredis) {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")}), nil
+	}},
+	{"universal-cluster", envCluster, func(t *testing.T, addrs string) (redis.UniversalClient, *miniredis.Miniredis) {
+		return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(addrs, ",")}), nil
+	}},
+}
+
+// forEachBackend runs fn once per backend, as subtests named after them.
+// Backends whose environment variable is unset are skipped with a message
+// naming it.
+func forEachBackend(t *testing.T, fn func(t *testing.T, b *backend)) {
+	t.Helper()
+	for _, k := range backendKinds {
+		k := k
+		t.Run(k.name, func(t *testing.T) {
+			addr := ""
+			if k.env != "" {
+				if addr = os.Getenv(k.env); addr == "" {
+					t.Skipf("set %s to run against a real %s", k.env, k.name)
+				}
+			}
+			client, mr := k.dial(t, addr)
+			t.Cleanup(func() { _ = client.Close() })
+			require.NoError(t, client.Ping(context.Background()).Err(), "ping %s", k.name)
+			b := &backend{name: k.name, client: client, mr: mr,
+				prefix: fmt.Sprintf("rktest:%d:%d:", time.Now().UnixNano(), testSeq.Add(1))}
+			fn(t, b)
+		})
+	}
+}
+
+// onMiniredis runs fn on a fresh miniredis, for tests that need its clock
+// or its inspection helpers.
+func onMiniredis(t *testing.T) (redis.UniversalClient, *miniredis.Miniredis) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	return client, mr
+}

@@ -1,0 +1,51 @@
+// Package rediskit provides a typed Redis cache and a correct, fast
+// distributed lock for Go services, over any go-redis v9 client.
+//
+// # Quick start
+//
+//	client := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+//	locker := rediskit.NewLocker(client)
+//
+//	err := locker.WithLock(ctx, "user:42:lock", func(ctx context.Context) error {
+//		// Only one process at a time runs this. ctx is cancelled, with
+//		// cause ErrLockNotHeld, if the lock is lost.
+//		return doWork(ctx)
+//	}, rediskit.WithLockWait(5*time.Second))
+//
+// A [Locker] hands out locks ([Lock]) with [Locker.TryAcquire],
+// [Locker.AcquireWithTimeout] and [Locker.WithLock]. It takes any
+// [redis.UniversalClient]: a single node, Sentinel, Ring or Redis Cluster,
+// and is configured with [Option] values.
+//
+// # Guarantees
+//
+// A lock is a key holding a random token (16 bytes from crypto/rand), set
+// only if absent, with a millisecond expiry. Acquiring takes one round trip
+// and returns the lock's fencing token ([Lock.Fence]); releasing and
+// refreshing are Lua scripts that compare the token first, so a lock that
+// expired and passed to another owner is never deleted or extended by its old
+// holder. Waiting acquisitions back off with jitter and never sleep past the
+// holder's remaining TTL. The lock's safety rests on its TTL: a holder paused
+// longer than the TTL (a GC pause, a stopped VM) can still believe it holds
+// the lock, which is what fencing tokens are for.
+//
+// Fencing tokens strictly increase for each new holder of a key. They are
+// max(last fence + 1, the Redis server's clock in microseconds), so they
+// stay increasing even after their counter key expires, 24 hours after the
+// key's last acquisition; counters therefore do not pile up. The counter
+// lives next to the lock key, in the same Redis Cluster slot whatever braces
+// the key contains.
+//
+// Errors wrap the sentinel errors ([ErrNotObtained], [ErrLockNotHeld],
+// [ErrInvalidArgument] and the others in the errors' var block) and the
+// key; a cancelled or expired context is returned so that errors.Is(err,
+// context.Canceled) or errors.Is(err, context.DeadlineExceeded) holds.
+// Bad input never panics and never writes to Redis.
+//
+// # Concurrency
+//
+// Lockers and Locks are safe for concurrent use by multiple goroutines. The
+// only goroutine the package starts is the refresher of a [Locker.WithLock]
+// call, which ends before the call returns. Nothing is logged: observe the
+// package through [WithHook] and [Locker.Stats].
+package rediskit

@@ -1,0 +1,37 @@
+package rediskit
+
+import "errors"
+
+// Sentinel errors returned by the package. Match them with [errors.Is]: the
+// errors the package returns wrap them together with the key involved and,
+// where there is one, the underlying Redis or codec error.
+var (
+	// ErrNotObtained is returned when a lock is held by another owner, or
+	// when a wait for it ran out before the caller's context ended.
+	ErrNotObtained = errors.New("rediskit: lock not obtained")
+
+	// ErrLockNotHeld is returned by the release, refresh and TTL of a lock
+	// whose token no longer owns its key: it expired, was released, or was
+	// deleted, and possibly taken by another owner. It is also the cause of
+	// the context cancellation that WithLock applies when its lock is lost.
+	ErrLockNotHeld = errors.New("rediskit: lock not held")
+
+	// ErrCacheMiss is returned by Cache.Get when the key is absent.
+	ErrCacheMiss = errors.New("rediskit: cache miss")
+
+	// ErrNotFound is returned by a loader to say that the value does not
+	// exist. With negative caching on, GetOrLoad remembers it for a while
+	// and returns it without calling the loader again.
+	ErrNotFound = errors.New("rediskit: not found")
+
+	// ErrDecode is wrapped by every error caused by bytes in Redis that the
+	// codec cannot decode into the cache's type; the codec's own error is
+	// wrapped too.
+	ErrDecode = errors.New("rediskit: cannot decode value")
+
+	// ErrInvalidArgument is wrapped by every error caused by bad input: an
+	// empty key, a TTL or timeout out of range, a nil function, a nil
+	// client, a nil or zero Lock, a value the codec cannot encode, or an
+	// option given an invalid value.
+	ErrInvalidArgument = errors.New("rediskit: invalid argument")
+)

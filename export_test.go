@@ -1,0 +1,7 @@
+package rediskit
+
+// Internals exposed to the black-box tests in package rediskit_test.
+var (
+	CompanionKey = companionKey
+	KeySlot      = keySlot
+)

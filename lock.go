@@ -1,0 +1,331 @@
+package rediskit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fenceCounterLife is how long a fencing counter outlives the last
+// acquisition of its key. Fences stay increasing after it expires, because
+// they are also bounded below by the server's clock (see acquireScript).
+const fenceCounterLife = 24 * time.Hour
+
+// Locker hands out distributed locks kept in Redis. A lock is a key holding
+// a random token, set only if absent and with a millisecond expiry, so it is
+// compatible with the plain SET NX locks of other programs: theirs exclude
+// ours and ours exclude theirs.
+//
+// A Locker is safe for concurrent use by multiple goroutines. It must not be
+// copied after first use. It does not own the client: closing the client is
+// the caller's business.
+type Locker struct {
+	client redis.UniversalClient
+	cfg    config
+	stats  counters
+}
+
+// NewLocker returns a Locker that keeps its locks in client, which may be
+// any go-redis client: single node, Sentinel, Ring or Cluster. With a nil
+// client or an invalid option, NewLocker does not panic; every method of the
+// Locker returns an error wrapping [ErrInvalidArgument].
+func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
+	l := &Locker{client: client, cfg: newConfig(opts)}
+	if l.cfg.err == nil && isNilClient(client) {
+		l.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
+	}
+	return l
+}
+
+// Stats returns the Locker's counters.
+func (l *Locker) Stats() LockStats {
+	return LockStats{
+		Acquired:    l.stats.get(EventAcquired),
+		Contended:   l.stats.get(EventContended),
+		NotObtained: l.stats.get(EventNotObtained),
+		Lost:        l.stats.get(EventLost),
+		Released:    l.stats.get(EventReleased),
+	}
+}
+
+// TryAcquire makes one attempt to lock key for ttl, in one round trip, and
+// returns at once. It returns an error wrapping [ErrNotObtained] if another
+// owner holds the key, [ErrInvalidArgument] for an empty key or a ttl below
+// one millisecond, or the context's or Redis's error.
+func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+	return l.acquire(ctx, key, ttl, 0)
+}
+
+// AcquireWithTimeout tries to lock key for ttl until it succeeds or timeout
+// runs out. Between attempts it sleeps as the Locker's [Backoff] says, never
+// past the holder's remaining TTL (which each failed attempt returns) nor
+// past the timeout, where it makes a last attempt. A timeout of 0 makes one
+// attempt, like TryAcquire.
+//
+// It returns an error wrapping [ErrNotObtained] when the timeout runs out,
+// the context's error when ctx ends first (so errors.Is(err,
+// context.Canceled) holds), [ErrInvalidArgument] for an empty key, a ttl
+// below one millisecond or a negative timeout, or Redis's error. On failure
+// it leaves nothing in Redis.
+func (l *Locker) AcquireWithTimeout(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
+	if timeout < 0 {
+		return nil, fmt.Errorf("rediskit: acquire %q: negative timeout %v: %w", key, timeout, ErrInvalidArgument)
+	}
+	return l.acquire(ctx, key, ttl, timeout)
+}
+
+func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
+	if err := l.validate("acquire", key, ttl); err != nil {
+		return nil, err
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+	}
+	lk := &Lock{l: l, key: key, rkey: l.cfg.prefix + key, token: token}
+	start := time.Now()
+	for retry := 1; ; retry++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		holderTTL, err := lk.obtain(ctx, ttl)
+		if err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		if holderTTL == 0 {
+			l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
+			return lk, nil
+		}
+		l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
+		left := timeout - time.Since(start)
+		if left <= 0 {
+			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start)})
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
+		}
+		sleep := l.cfg.backoff.Next(retry)
+		if holderTTL > 0 && sleep > holderTTL {
+			sleep = holderTTL
+		}
+		if sleep > left {
+			sleep = left
+		}
+		if err := sleepCtx(ctx, sleep); err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+	}
+}
+
+// validate checks the Locker and the arguments every acquisition shares.
+func (l *Locker) validate(op, key string, ttl time.Duration) error {
+	if l == nil {
+		return fmt.Errorf("rediskit: %s %q: nil Locker: %w", op, key, ErrInvalidArgument)
+	}
+	if l.cfg.err != nil {
+		return fmt.Errorf("rediskit: %s %q: %w", op, key, l.cfg.err)
+	}
+	if key == "" {
+		return fmt.Errorf("rediskit: %s: empty key: %w", op, ErrInvalidArgument)
+	}
+	return checkLockTTL(op, key, ttl)
+}
+
+func checkLockTTL(op, key string, ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return fmt.Errorf("rediskit: %s %q: ttl %v below 1ms: %w", op, key, ttl, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Lock is a lock obtained from a [Locker]. Its methods check the token in
+// Redis, so a Lock that expired and was taken by another owner can never
+// release or extend the new owner's lock.
+//
+// A Lock is safe for concurrent use by multiple goroutines.
+type Lock struct {
+	l     *Locker
+	key   string // as the caller gave it
+	rkey  string // with the prefix
+	token string
+	fence int64
+}
+
+// obtain makes one acquisition attempt. It returns 0 when the lock was
+// taken, and otherwise the holder's remaining TTL (negative when the holder
+// set none).
+func (lk *Lock) obtain(ctx context.Context, ttl time.Duration) (time.Duration, error) {
+	keys := []string{lk.rkey, companionKey(lk.rkey, ":fence")}
+	reply, err := acquireScript.Run(ctx, lk.l.client, keys,
+		lk.token, ttl.Milliseconds(), (ttl + fenceCounterLife).Milliseconds()).Int64Slice()
+	if err != nil {
+		lk.abandon(ctx, err)
+		return 0, err
+	}
+	if len(reply) != 2 {
+		return 0, fmt.Errorf("unexpected acquire reply %v", reply)
+	}
+	if reply[0] == 1 {
+		lk.fence = reply[1]
+		return 0, nil
+	}
+	if reply[1] == 0 { // expiring this very millisecond: retry at once
+		return time.Nanosecond, nil
+	}
+	return time.Duration(reply[1]) * time.Millisecond, nil
+}
+
+// abandon undoes an attempt whose outcome is unknown: the request may have
+// reached Redis and taken the lock even though the reply was lost to a
+// cancelled context or a broken connection. Releasing with the token is safe
+// whatever happened. A Redis error reply means the script did not run, so
+// there is nothing to undo.
+func (lk *Lock) abandon(ctx context.Context, err error) {
+	var replyErr redis.Error
+	if errors.As(err, &replyErr) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = releaseScript.Run(ctx, lk.l.client, []string{lk.rkey}, lk.token).Err()
+}
+
+// Key returns the key the lock was taken on, without the key prefix.
+func (lk *Lock) Key() string {
+	if lk == nil {
+		return ""
+	}
+	return lk.key
+}
+
+// Token returns the lock's random token, the value stored under its key.
+func (lk *Lock) Token() string {
+	if lk == nil {
+		return ""
+	}
+	return lk.token
+}
+
+// Fence returns the lock's fencing token: a number that is strictly greater
+// than the fence of every earlier holder of the same key, including holders
+// whose locks expired. Pass it to the storage the lock protects, and have
+// that storage reject writes carrying a fence lower than one it has seen, so
+// that a holder paused past its TTL cannot overwrite a newer holder's work.
+func (lk *Lock) Fence() int64 {
+	if lk == nil {
+		return 0
+	}
+	return lk.fence
+}
+
+// Release deletes the lock if it is still held by this token, in one round
+// trip. It returns an error wrapping [ErrLockNotHeld] if the lock expired or
+// was released already; another owner's lock is never deleted.
+func (lk *Lock) Release(ctx context.Context) error {
+	if err := lk.check("release"); err != nil {
+		return err
+	}
+	n, err := lk.run(ctx, "release", releaseScript)
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("rediskit: release %q: %w", lk.key, ErrLockNotHeld)
+	}
+	lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventReleased, Key: lk.key})
+	return nil
+}
+
+// Refresh sets the lock to expire ttl from now, if it is still held by this
+// token. It returns an error wrapping [ErrLockNotHeld] if the lock was lost
+// (it never takes a lost lock again), or [ErrInvalidArgument] for a ttl below
+// one millisecond.
+func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if err := lk.check("refresh"); err != nil {
+		return err
+	}
+	if err := checkLockTTL("refresh", lk.key, ttl); err != nil {
+		return err
+	}
+	n, err := lk.run(ctx, "refresh", refreshScript, ttl.Milliseconds())
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("rediskit: refresh %q: %w", lk.key, ErrLockNotHeld)
+	}
+	return nil
+}
+
+// TTL returns the lock's remaining time to live, if it is still held by this
+// token, or an error wrapping [ErrLockNotHeld]. A lock whose expiry was
+// removed behind the package's back reports -1ns.
+func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if err := lk.check("ttl"); err != nil {
+		return 0, err
+	}
+	n, err := lk.run(ctx, "ttl", pttlScript)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n == -3:
+		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, ErrLockNotHeld)
+	case n < 0:
+		return -1, nil
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+// check reports a nil Lock, or a zero one not obtained from a Locker.
+func (lk *Lock) check(op string) error {
+	if lk == nil || lk.l == nil || lk.token == "" {
+		return fmt.Errorf("rediskit: %s: nil or zero Lock: %w", op, ErrInvalidArgument)
+	}
+	return lk.l.cfg.err
+}
+
+// run runs one of the token-checked scripts on a checked Lock.
+func (lk *Lock) run(ctx context.Context, op string, script *redis.Script, args ...any) (int64, error) {
+	n, err := script.Run(ctx, lk.l.client, []string{lk.rkey}, append([]any{lk.token}, args...)...).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("rediskit: %s %q: %w", op, lk.key, err)
+	}
+	return n, nil
+}
+
+// newToken returns 16 random bytes from crypto/rand as 22 URL-safe
+// characters.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// sleepCtx sleeps for d or until ctx ends, and then returns ctx's error.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// isNilClient reports whether client is nil, including a nil pointer of a
+// concrete client type, on which any call would panic.
+func isNilClient(client redis.UniversalClient) bool {
+	if client == nil {
+		return true
+	}
+	v := reflect.ValueOf(client)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}

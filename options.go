@@ -1,0 +1,187 @@
+package rediskit
+
+import (
+	"fmt"
+	"time"
+)
+
+// Option configures a Locker or a Cache. Options are passed to [NewLocker]
+// and [NewCache]; each documents which of the two it affects and its
+// default. An option given an invalid value does not panic: every method of
+// the Locker or Cache built with it returns an error wrapping
+// [ErrInvalidArgument].
+type Option interface {
+	apply(*config)
+}
+
+// config is what the options set. One literal of defaults in newConfig is
+// the only place defaults live.
+type config struct {
+	prefix string
+	hook   func(Event)
+
+	// Locker.
+	backoff Backoff
+
+	// Cache.
+	defaultTTL  time.Duration
+	codec       Codec
+	jitter      float64
+	negativeTTL time.Duration // 0: negative caching off
+	loadTimeout time.Duration
+
+	err error // the first invalid option
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		backoff:     ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond),
+		defaultTTL:  time.Hour,
+		codec:       JSONCodec{},
+		loadTimeout: time.Minute,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&c)
+		}
+	}
+	return c
+}
+
+func (c *config) invalid(format string, args ...any) {
+	if c.err == nil {
+		c.err = fmt.Errorf("rediskit: option "+format+": %w", append(args, ErrInvalidArgument)...)
+	}
+}
+
+// WithKeyPrefix returns an Option that prepends prefix to every Redis key
+// the Locker or Cache touches, the fencing counters of locks included. The
+// default is no prefix. Cache keys and lock keys passed to the methods, and
+// the keys reported by [Lock.Key] and in events, stay unprefixed.
+func WithKeyPrefix(prefix string) Option { return prefixOption(prefix) }
+
+type prefixOption string
+
+func (o prefixOption) apply(c *config) { c.prefix = string(o) }
+func (o prefixOption) String() string  { return fmt.Sprintf("WithKeyPrefix(%q)", string(o)) }
+
+// WithHook returns an Option that calls hook for every [Event] of a Locker
+// or Cache. The hook runs synchronously on the goroutine that caused the
+// event, so it must be fast and must not block; it may be called
+// concurrently. The default is no hook: the package never logs.
+func WithHook(hook func(Event)) Option { return hookOption{hook} }
+
+type hookOption struct{ hook func(Event) }
+
+func (o hookOption) apply(c *config) { c.hook = o.hook }
+func (o hookOption) String() string  { return "WithHook(...)" }
+
+// WithRetryBackoff returns an Option that sets how long a Locker's waiting
+// acquisitions sleep between attempts. Whatever b returns, a waiter never
+// sleeps past the holder's remaining TTL nor past its own timeout. The
+// default is ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond).
+// A nil b is invalid.
+func WithRetryBackoff(b Backoff) Option { return backoffOption{b} }
+
+type backoffOption struct{ b Backoff }
+
+func (o backoffOption) apply(c *config) {
+	if o.b == nil {
+		c.invalid("WithRetryBackoff(nil)")
+		return
+	}
+	c.backoff = o.b
+}
+func (o backoffOption) String() string { return fmt.Sprintf("WithRetryBackoff(%v)", o.b) }
+
+// WithDefaultTTL returns an Option that sets the expiry a Cache uses for a
+// write with ttl 0. The default is one hour. A ttl below one millisecond is
+// invalid.
+func WithDefaultTTL(ttl time.Duration) Option { return defaultTTLOption(ttl) }
+
+type defaultTTLOption time.Duration
+
+func (o defaultTTLOption) apply(c *config) {
+	if time.Duration(o) < time.Millisecond {
+		c.invalid("WithDefaultTTL(%v)", time.Duration(o))
+		return
+	}
+	c.defaultTTL = time.Duration(o)
+}
+func (o defaultTTLOption) String() string { return fmt.Sprintf("WithDefaultTTL(%v)", time.Duration(o)) }
+
+// WithCodec returns an Option that sets how a Cache encodes values. The
+// default is [JSONCodec], which stores plain JSON. A nil codec is invalid.
+func WithCodec(codec Codec) Option { return codecOption{codec} }
+
+type codecOption struct{ codec Codec }
+
+func (o codecOption) apply(c *config) {
+	if o.codec == nil {
+		c.invalid("WithCodec(nil)")
+		return
+	}
+	c.codec = o.codec
+}
+func (o codecOption) String() string { return fmt.Sprintf("WithCodec(%T)", o.codec) }
+
+// WithTTLJitter returns an Option that shortens each Cache write's TTL by a
+// random amount of up to fraction of it, so that keys written together do
+// not all expire together. A TTL is never lengthened. The default is 0, no
+// jitter; a fraction outside [0, 1) is invalid.
+func WithTTLJitter(fraction float64) Option { return jitterOption(fraction) }
+
+type jitterOption float64
+
+func (o jitterOption) apply(c *config) {
+	if !(o >= 0 && o < 1) { // also rejects NaN
+		c.invalid("WithTTLJitter(%v)", float64(o))
+		return
+	}
+	c.jitter = float64(o)
+}
+func (o jitterOption) String() string { return fmt.Sprintf("WithTTLJitter(%v)", float64(o)) }
+
+// WithNegativeCaching returns an Option that makes Cache.GetOrLoad remember,
+// for ttl, that its loader returned an error wrapping [ErrNotFound]: until
+// then GetOrLoad and Get return ErrNotFound for the key without calling the
+// loader. The marker stored in Redis starts with a NUL byte, so it can never
+// be mistaken for a JSON value. A ttl of 0 means one minute; a negative ttl
+// is invalid. Negative caching is off by default.
+func WithNegativeCaching(ttl time.Duration) Option { return negativeOption(ttl) }
+
+type negativeOption time.Duration
+
+func (o negativeOption) apply(c *config) {
+	switch d := time.Duration(o); {
+	case d == 0:
+		c.negativeTTL = time.Minute
+	case d < time.Millisecond:
+		c.invalid("WithNegativeCaching(%v)", d)
+	default:
+		c.negativeTTL = d
+	}
+}
+func (o negativeOption) String() string {
+	return fmt.Sprintf("WithNegativeCaching(%v)", time.Duration(o))
+}
+
+// WithLoadTimeout returns an Option that bounds each load that
+// Cache.GetOrLoad runs. The load runs on a context detached from the
+// callers' cancellation, so this bound, and [Cache.Close], are what stop a
+// load that every caller has given up on. The default is one minute; a
+// timeout below one millisecond is invalid.
+func WithLoadTimeout(timeout time.Duration) Option { return loadTimeoutOption(timeout) }
+
+type loadTimeoutOption time.Duration
+
+func (o loadTimeoutOption) apply(c *config) {
+	if time.Duration(o) < time.Millisecond {
+		c.invalid("WithLoadTimeout(%v)", time.Duration(o))
+		return
+	}
+	c.loadTimeout = time.Duration(o)
+}
+func (o loadTimeoutOption) String() string {
+	return fmt.Sprintf("WithLoadTimeout(%v)", time.Duration(o))
+}

@@ -1,0 +1,74 @@
+package rediskit
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts run through redis.Script: EVALSHA, with EVAL as the
+// fallback when the server answers NOSCRIPT (after a restart, a failover or
+// SCRIPT FLUSH), so a call costs one round trip in the common case.
+
+// acquireScript takes a lock and issues its fencing token in one round trip.
+//
+// KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot).
+// ARGV[1] the token; ARGV[2] the TTL in milliseconds; ARGV[3] how long the
+// fencing counter outlives its last use, in milliseconds.
+// Reply: {1, fence} when obtained; {0, pttl} when another owner holds the
+// key, pttl being the holder's remaining TTL (-1 when it has none).
+//
+// The fence is max(last fence + 1, server time in microseconds). The time
+// term keeps fences increasing when the counter has expired or was lost in a
+// failover, so the counter can expire instead of piling up one key per lock
+// name forever. A key that already holds this token (a retried acquire whose
+// first reply was lost) counts as obtained, with its TTL renewed.
+var acquireScript = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	local cur = redis.pcall('GET', KEYS[1])
+	if cur ~= ARGV[1] then
+		return {0, redis.call('PTTL', KEYS[1])}
+	end
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local t = redis.call('TIME')
+local fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]))
+if last and last >= fence then
+	fence = last + 1
+end
+redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[3])
+return {1, fence}
+`)
+
+// releaseScript deletes a lock only if it still holds the caller's token.
+//
+// KEYS[1] the lock key. ARGV[1] the token.
+// Reply: 1 when deleted; 0 when the key is gone or holds another token.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// refreshScript resets a lock's TTL only if it still holds the caller's
+// token.
+//
+// KEYS[1] the lock key. ARGV[1] the token; ARGV[2] the TTL in milliseconds.
+// Reply: 1 when refreshed; 0 when the key is gone or holds another token.
+var refreshScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// pttlScript reads a lock's remaining TTL only if it still holds the
+// caller's token.
+//
+// KEYS[1] the lock key. ARGV[1] the token.
+// Reply: the PTTL in milliseconds (-1 when the key has no expiry); -3 when
+// the key is gone or holds another token.
+var pttlScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('PTTL', KEYS[1])
+end
+return -3
+`)

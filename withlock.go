@@ -1,0 +1,168 @@
+package rediskit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"time"
+)
+
+// LockOption configures one call of [Locker.WithLock].
+type LockOption interface {
+	applyLock(*lockConfig)
+}
+
+type lockConfig struct {
+	ttl  time.Duration
+	wait time.Duration
+	err  error
+}
+
+// WithLockTTL returns a LockOption that sets the TTL of the lock WithLock
+// takes. The lock is refreshed every third of it while fn runs, so the TTL
+// bounds how long the lock outlives a crashed holder, not how long fn may
+// run. The default is 10 seconds; a ttl below 3 milliseconds is invalid.
+func WithLockTTL(ttl time.Duration) LockOption { return lockTTLOption(ttl) }
+
+type lockTTLOption time.Duration
+
+func (o lockTTLOption) applyLock(c *lockConfig) {
+	if time.Duration(o) < 3*time.Millisecond {
+		c.err = fmt.Errorf("rediskit: option WithLockTTL(%v): %w", time.Duration(o), ErrInvalidArgument)
+		return
+	}
+	c.ttl = time.Duration(o)
+}
+func (o lockTTLOption) String() string { return fmt.Sprintf("WithLockTTL(%v)", time.Duration(o)) }
+
+// WithLockWait returns a LockOption that makes WithLock wait up to timeout
+// for the lock, as [Locker.AcquireWithTimeout] does, instead of failing at
+// once with [ErrNotObtained]. The default is 0, a single attempt; a negative
+// timeout is invalid.
+func WithLockWait(timeout time.Duration) LockOption { return lockWaitOption(timeout) }
+
+type lockWaitOption time.Duration
+
+func (o lockWaitOption) applyLock(c *lockConfig) {
+	if o < 0 {
+		c.err = fmt.Errorf("rediskit: option WithLockWait(%v): %w", time.Duration(o), ErrInvalidArgument)
+		return
+	}
+	c.wait = time.Duration(o)
+}
+func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)", time.Duration(o)) }
+
+// WithLock runs fn while holding the lock on key. It takes the lock with a
+// single attempt (see [WithLockWait] to wait), refreshes it every third of
+// its TTL while fn runs (see [WithLockTTL]), and releases it when fn returns
+// or panics; in the latter case the panic continues after the release. The
+// release uses a context that survives the cancellation of ctx, bounded by
+// the lock's TTL.
+//
+// fn's context is a child of ctx. If a refresh finds the lock gone, or
+// refreshes fail for a whole TTL so that the lock may have expired, fn's
+// context is cancelled at once with a cause wrapping [ErrLockNotHeld] (see
+// [context.Cause]), and WithLock's error wraps ErrLockNotHeld too.
+//
+// WithLock returns fn's error, joined with the error of losing or releasing
+// the lock, if any. It returns an error wrapping [ErrNotObtained] if the lock
+// is held by another owner, without calling fn, and [ErrInvalidArgument] for
+// a nil fn, an empty key or an invalid option. No goroutine it starts
+// outlives the call.
+func (l *Locker) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
+	lc := lockConfig{ttl: 10 * time.Second}
+	for _, o := range opts {
+		if o != nil {
+			o.applyLock(&lc)
+		}
+	}
+	if lc.err != nil {
+		return fmt.Errorf("rediskit: with lock %q: %w", key, lc.err)
+	}
+	if fn == nil {
+		return fmt.Errorf("rediskit: with lock %q: nil func: %w", key, ErrInvalidArgument)
+	}
+	lk, err := l.AcquireWithTimeout(ctx, key, lc.ttl, lc.wait)
+	if err != nil {
+		return err
+	}
+
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	w := startWatchdog(ctx, lk, lc.ttl, cancel)
+	defer func() {
+		lost := w.stop()
+		cancel(nil)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), lc.ttl)
+		rerr := lk.Release(rctx)
+		rcancel()
+		if lost != nil && errors.Is(rerr, ErrLockNotHeld) {
+			rerr = nil // already said, by lost
+		}
+		err = errors.Join(err, lost, rerr)
+	}()
+	return fn(fnCtx)
+}
+
+// watchdog refreshes a lock every third of its TTL until stopped, and
+// cancels the holder's context when the lock is lost.
+type watchdog struct {
+	cancel context.CancelFunc // ends the refresh context and the loop
+	done   chan struct{}
+	lost   error
+}
+
+func startWatchdog(ctx context.Context, lk *Lock, ttl time.Duration, cancelFn context.CancelCauseFunc) *watchdog {
+	// Refreshes must go on when ctx is cancelled, until fn has returned and
+	// the lock is released; they stop with the watchdog.
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w := &watchdog{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.lost = w.loop(rctx, lk, ttl)
+		if w.lost != nil {
+			cancelFn(w.lost)
+			lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventLost, Key: lk.key, Err: w.lost})
+		}
+	}()
+	return w
+}
+
+// loop refreshes until ctx ends, and returns the error that lost the lock.
+func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error {
+	interval := ttl / 3
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	// The lock is certain to be held until ttl after the last successful
+	// refresh was sent; acquisition counts as one.
+	heldUntil := time.Now().Add(ttl)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		err := lk.Refresh(rctx, ttl)
+		cancel()
+		switch {
+		case err == nil:
+			heldUntil = sent.Add(ttl)
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, ErrLockNotHeld):
+			return fmt.Errorf("rediskit: lock %q lost: %w", lk.key, err)
+		case !time.Now().Before(heldUntil):
+			return fmt.Errorf("rediskit: lock %q lost: refreshes failed for its whole TTL: %w: %w", lk.key, ErrLockNotHeld, err)
+		}
+	}
+}
+
+// stop ends the loop, waits for its goroutine to exit, and returns the
+// error that lost the lock, if any.
+func (w *watchdog) stop() error {
+	w.cancel()
+	<-w.done
+	return w.lost
+}

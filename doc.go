@@ -12,10 +12,14 @@
 //		return doWork(ctx)
 //	}, rediskit.WithLockWait(5*time.Second))
 //
+//	users := rediskit.NewCache[User](client)
+//	u, err := users.GetOrLoad(ctx, "user:42", time.Hour, loadUser)
+//
 // A [Locker] hands out locks ([Lock]) with [Locker.TryAcquire],
-// [Locker.AcquireWithTimeout] and [Locker.WithLock]. It takes any
+// [Locker.AcquireWithTimeout] and [Locker.WithLock]. A [Cache] stores typed
+// values as plain JSON (or through any [Codec]). Both take any
 // [redis.UniversalClient]: a single node, Sentinel, Ring or Redis Cluster,
-// and is configured with [Option] values.
+// and are configured with [Option] values.
 //
 // # Guarantees
 //
@@ -36,16 +40,25 @@
 // lives next to the lock key, in the same Redis Cluster slot whatever braces
 // the key contains.
 //
+// Cache values are stored under their key exactly as the codec encodes them:
+// with the default JSON codec, a Python service using json.dumps and
+// json.loads on the same keys shares the cache. [Cache.GetOrLoad] shares one
+// load among concurrent misses of a key in the process. Batch reads and
+// writes are pipelined, one round trip per node, so keys may lie in any
+// cluster slots.
+//
 // Errors wrap the sentinel errors ([ErrNotObtained], [ErrLockNotHeld],
-// [ErrInvalidArgument] and the others in the errors' var block) and the
+// [ErrCacheMiss], [ErrNotFound], [ErrDecode], [ErrInvalidArgument]) and the
 // key; a cancelled or expired context is returned so that errors.Is(err,
 // context.Canceled) or errors.Is(err, context.DeadlineExceeded) holds.
 // Bad input never panics and never writes to Redis.
 //
 // # Concurrency
 //
-// Lockers and Locks are safe for concurrent use by multiple goroutines. The
-// only goroutine the package starts is the refresher of a [Locker.WithLock]
-// call, which ends before the call returns. Nothing is logged: observe the
-// package through [WithHook] and [Locker.Stats].
+// Lockers, Locks and Caches are safe for concurrent use by multiple
+// goroutines. The only goroutines the package starts are the refresher of a
+// [Locker.WithLock] call, which ends before the call returns, and the loads
+// of [Cache.GetOrLoad], which end with the load (bounded by
+// [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
+// package through [WithHook] and the Stats methods.
 package rediskit

@@ -96,3 +96,105 @@ func ExampleLocker_WithLock() {
 	// running the job
 	// done: <nil>
 }
+
+// Example shows the two halves of the package on an in-process Redis: a
+// typed cache read through a loader, and a lock around a job.
+func Example() {
+	client, stop := newExampleClient()
+	defer stop()
+	ctx := context.Background()
+
+	type User struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	users := rediskit.NewCache[User](client, rediskit.WithKeyPrefix("app:"))
+	u, err := users.GetOrLoad(ctx, "user:1", time.Hour, func(ctx context.Context) (User, error) {
+		return User{ID: 1, Name: "Ada"}, nil // from the database, on a miss
+	})
+	fmt.Println(u.Name, err)
+
+	locker := rediskit.NewLocker(client, rediskit.WithKeyPrefix("app:"))
+	err = locker.WithLock(ctx, "user:1:lock", func(ctx context.Context) error {
+		fmt.Println("only one worker runs this at a time")
+		return nil
+	})
+	fmt.Println(err)
+	// Output:
+	// Ada <nil>
+	// only one worker runs this at a time
+	// <nil>
+}
+
+func ExampleCache_Get() {
+	client, stop := newExampleClient()
+	defer stop()
+	ctx := context.Background()
+
+	type Settings struct {
+		Theme string `json:"theme"`
+	}
+	cache := rediskit.NewCache[Settings](client)
+	if err := cache.Set(ctx, "settings:7", Settings{Theme: "dark"}, 0); err != nil { // 0: the default hour
+		fmt.Println("error:", err)
+	}
+	s, err := cache.Get(ctx, "settings:7")
+	fmt.Println(s.Theme, err)
+
+	raw, _ := client.Get(ctx, "settings:7").Result()
+	fmt.Println("stored as", raw)
+
+	_, err = cache.Get(ctx, "settings:8")
+	fmt.Println("miss:", errors.Is(err, rediskit.ErrCacheMiss))
+	// Output:
+	// dark <nil>
+	// stored as {"theme":"dark"}
+	// miss: true
+}
+
+func ExampleCache_GetOrLoad() {
+	client, stop := newExampleClient()
+	defer stop()
+	ctx := context.Background()
+
+	cache := rediskit.NewCache[string](client, rediskit.WithNegativeCaching(time.Minute))
+	loads := 0
+	load := func(ctx context.Context) (string, error) {
+		loads++
+		return "report body", nil
+	}
+	for i := 0; i < 3; i++ {
+		v, _ := cache.GetOrLoad(ctx, "report:2026-11", time.Hour, load)
+		fmt.Println(v)
+	}
+	fmt.Println("loads:", loads)
+
+	// A loader's ErrNotFound is remembered, sparing the database.
+	missing := func(ctx context.Context) (string, error) {
+		loads++
+		return "", rediskit.ErrNotFound
+	}
+	_, _ = cache.GetOrLoad(ctx, "report:1999-01", time.Hour, missing)
+	_, err := cache.GetOrLoad(ctx, "report:1999-01", time.Hour, missing)
+	fmt.Println(errors.Is(err, rediskit.ErrNotFound), "loads:", loads)
+	// Output:
+	// report body
+	// report body
+	// report body
+	// loads: 1
+	// true loads: 2
+}
+
+func ExampleCache_GetMany() {
+	client, stop := newExampleClient()
+	defer stop()
+	ctx := context.Background()
+
+	prices := rediskit.NewCache[float64](client)
+	_ = prices.SetMany(ctx, map[string]float64{"price:apple": 1.25, "price:pear": 0.8}, time.Minute)
+
+	got, err := prices.GetMany(ctx, "price:apple", "price:pear", "price:kiwi")
+	fmt.Println(got["price:apple"], got["price:pear"], len(got), err)
+	// Output:
+	// 1.25 0.8 2 <nil>
+}

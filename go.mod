@@ -7,6 +7,7 @@ require (
 	github.com/redis/go-redis/v9 v9.5.5
 	github.com/stretchr/testify v1.11.1
 	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.11.0
 )
 
 require (

@@ -129,6 +129,9 @@ func (l *Locker) validate(op, key string, ttl time.Duration) error {
 	if l.cfg.err != nil {
 		return fmt.Errorf("rediskit: %s %q: %w", op, key, l.cfg.err)
 	}
+	if l.client == nil {
+		return fmt.Errorf("rediskit: %s %q: Locker not made by NewLocker: %w", op, key, ErrInvalidArgument)
+	}
 	if key == "" {
 		return fmt.Errorf("rediskit: %s: empty key: %w", op, ErrInvalidArgument)
 	}

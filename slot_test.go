@@ -54,5 +54,19 @@ func TestAwkwardKeysOnEveryBackend(t *testing.T) {
 			require.NoError(t, err, "key %q", key)
 			require.NoError(t, lk.Release(ctx), "key %q", key)
 		}
+
+		c := rediskit.NewCache[string](b.client, rediskit.WithKeyPrefix(b.prefix))
+		items := map[string]string{}
+		for _, key := range awkwardKeys {
+			items[key] = "v:" + key
+		}
+		require.NoError(t, c.SetMany(ctx, items, time.Minute))
+		got, err := c.GetMany(ctx, awkwardKeys...)
+		require.NoError(t, err)
+		assert.Equal(t, items, got)
+		require.NoError(t, c.Delete(ctx, awkwardKeys...))
+		got, err = c.GetMany(ctx, awkwardKeys...)
+		require.NoError(t, err)
+		assert.Empty(t, got)
 	})
 }

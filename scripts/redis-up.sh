@@ -44,6 +44,10 @@ start() { # start PORT [extra redis-server args...]
 		say "127.0.0.1:$port already running (pid $(cat "$d/redis.pid"))"
 		return
 	fi
+	if redis-cli -p "$port" ping >/dev/null 2>&1; then
+		say "127.0.0.1:$port is served by a Redis this script did not start (not in $dir); stop it, or set REDISKIT_PORT_BASE"
+		exit 1
+	fi
 	mkdir -p "$d"
 	redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
 		--dir "$d" --pidfile "$d/redis.pid" --logfile "$d/redis.log" \

@@ -13,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/rediskit/rediskit"
 )
 
 func TestMain(m *testing.M) {
@@ -115,4 +117,19 @@ func onMiniredis(t *testing.T) (redis.UniversalClient, *miniredis.Miniredis) {
 	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = client.Close() })
 	return client, mr
+}
+
+// ignoreMiniredis skips the goroutines on which miniredis serves each client
+// connection: they belong to the test server, not to the package.
+var ignoreMiniredis = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer"),
+	goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer.func2"),
+}
+
+// newLocker returns a Locker closed when the test ends.
+func newLocker(t *testing.T, client redis.UniversalClient, opts ...rediskit.Option) *rediskit.Locker {
+	t.Helper()
+	l := rediskit.NewLocker(client, opts...)
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }

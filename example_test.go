@@ -28,6 +28,7 @@ func ExampleLocker_TryAcquire() {
 	defer stop()
 	ctx := context.Background()
 	locker := rediskit.NewLocker(client)
+	defer locker.Close()
 
 	lock, err := locker.TryAcquire(ctx, "user:42:lock", 10*time.Second)
 	if err != nil {
@@ -56,6 +57,7 @@ func ExampleLocker_AcquireWithTimeout() {
 	defer stop()
 	ctx := context.Background()
 	locker := rediskit.NewLocker(client)
+	defer locker.Close()
 
 	holder, _ := locker.TryAcquire(ctx, "report", time.Minute)
 	go func() {
@@ -84,6 +86,7 @@ func ExampleLocker_WithLock() {
 	client, stop := newExampleClient()
 	defer stop()
 	locker := rediskit.NewLocker(client)
+	defer locker.Close()
 
 	err := locker.WithLock(context.Background(), "nightly-job", func(ctx context.Context) error {
 		// The lock is refreshed while this runs; ctx is cancelled, with
@@ -115,6 +118,7 @@ func Example() {
 	fmt.Println(u.Name, err)
 
 	locker := rediskit.NewLocker(client, rediskit.WithKeyPrefix("app:"))
+	defer locker.Close()
 	err = locker.WithLock(ctx, "user:1:lock", func(ctx context.Context) error {
 		fmt.Println("only one worker runs this at a time")
 		return nil

@@ -71,12 +71,12 @@ func TestSeedInterop(t *testing.T) {
 	t.Run("a Python lock excludes Go", func(t *testing.T) {
 		key := prefix + "user:1:lock"
 		require.Equal(t, "locked", seed(t, py, addr, "lock", key, "10"))
-		_, err := rediskit.NewLocker(client).TryAcquire(ctx, key, time.Second)
+		_, err := newLocker(t, client).TryAcquire(ctx, key, time.Second)
 		assert.ErrorIs(t, err, rediskit.ErrNotObtained)
 	})
 	t.Run("a Go lock excludes Python", func(t *testing.T) {
 		key := prefix + "user:2:lock"
-		lk, err := rediskit.NewLocker(client).TryAcquire(ctx, key, 10*time.Second)
+		lk, err := newLocker(t, client).TryAcquire(ctx, key, 10*time.Second)
 		require.NoError(t, err)
 		assert.Equal(t, "busy", seed(t, py, addr, "lock", key, "10"))
 		require.NoError(t, lk.Release(ctx))

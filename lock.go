@@ -29,6 +29,7 @@ type Locker struct {
 	client redis.UniversalClient
 	cfg    config
 	stats  counters
+	notify *notifier
 }
 
 // NewLocker returns a Locker that keeps its locks in client, which may be
@@ -40,7 +41,20 @@ func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
 	if l.cfg.err == nil && isNilClient(client) {
 		l.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
 	}
+	l.notify = newNotifier(client)
 	return l
+}
+
+// Close ends the Locker's pub/sub subscription, which it opens the first
+// time an acquisition has to wait and otherwise closes after 30 seconds
+// without waiters, and waits for its goroutine to exit. Acquisitions waiting
+// at the time, and later ones, go on with backoff alone; locks already held
+// are not affected. Close does not close the client. It always returns nil.
+func (l *Locker) Close() error {
+	if l != nil && l.notify != nil {
+		l.notify.close()
+	}
+	return nil
 }
 
 // Stats returns the Locker's counters.
@@ -63,9 +77,13 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 }
 
 // AcquireWithTimeout tries to lock key for ttl until it succeeds or timeout
-// runs out. Between attempts it sleeps as the Locker's [Backoff] says, never
-// past the holder's remaining TTL (which each failed attempt returns) nor
-// past the timeout, where it makes a last attempt. A timeout of 0 makes one
+// runs out. A waiting acquisition subscribes to the key's release messages
+// (one subscription per Locker, see [Locker.Close]) and retries as soon as
+// the holder releases, the longest-waiting goroutine of the process first.
+// It also retries when the Locker's [Backoff] says, never sleeping past the
+// holder's remaining TTL (which each failed attempt returns) nor past the
+// timeout, where it makes a last attempt; so a lost message or a holder that
+// expires instead of releasing never stalls it. A timeout of 0 makes one
 // attempt, like TryAcquire.
 //
 // It returns an error wrapping [ErrNotObtained] when the timeout runs out,
@@ -90,6 +108,12 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	}
 	lk := &Lock{l: l, key: key, rkey: l.cfg.prefix + key, token: token}
 	start := time.Now()
+	var w *waiter
+	defer func() {
+		if w != nil {
+			l.notify.unwatch(w)
+		}
+	}()
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
@@ -108,6 +132,13 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start)})
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
 		}
+		if w == nil {
+			// Subscribe, then retry at once: a release between the failed
+			// attempt and the subscription published to nobody.
+			if w = l.notify.watch(ctx, releaseChannel(lk.rkey)); w != nil {
+				continue
+			}
+		}
 		sleep := l.cfg.backoff.Next(retry)
 		if holderTTL > 0 && sleep > holderTTL {
 			sleep = holderTTL
@@ -115,7 +146,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		if sleep > left {
 			sleep = left
 		}
-		if err := sleepCtx(ctx, sleep); err != nil {
+		if err := pause(ctx, sleep, w); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 	}
@@ -194,7 +225,7 @@ func (lk *Lock) abandon(ctx context.Context, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	_ = releaseScript.Run(ctx, lk.l.client, []string{lk.rkey}, lk.token).Err()
+	_, _ = lk.run(ctx, "release", releaseScript, lk.l.releaseArgs(lk.rkey)...)
 }
 
 // Key returns the key the lock was taken on, without the key prefix.
@@ -232,7 +263,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if err := lk.check("release"); err != nil {
 		return err
 	}
-	n, err := lk.run(ctx, "release", releaseScript)
+	n, err := lk.run(ctx, "release", releaseScript, lk.l.releaseArgs(lk.rkey)...)
 	if err != nil {
 		return err
 	}
@@ -301,6 +332,15 @@ func (lk *Lock) run(ctx context.Context, op string, script *redis.Script, args .
 	return n, nil
 }
 
+// releaseArgs returns the release script's arguments after the token.
+func (l *Locker) releaseArgs(rkey string) []any {
+	cmd := l.notify.mode.publishCommand()
+	if cmd == "" {
+		return []any{"", ""}
+	}
+	return []any{cmd, releaseChannel(rkey)}
+}
+
 // newToken returns 16 random bytes from crypto/rand as 22 URL-safe
 // characters.
 func newToken() (string, error) {
@@ -311,16 +351,22 @@ func newToken() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// sleepCtx sleeps for d or until ctx ends, and then returns ctx's error.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// pause sleeps for d, until w is woken (if w is not nil), or until ctx
+// ends, and then returns ctx's error.
+func pause(ctx context.Context, d time.Duration, w *waiter) error {
+	var wake chan struct{} // nil: never ready
+	if w != nil {
+		wake = w.wake
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
-		return nil
+	case <-wake:
 	}
+	return nil
 }
 
 // isNilClient reports whether client is nil, including a nil pointer of a

@@ -69,7 +69,7 @@ func counterWorkload(t *testing.T, b *backend, workers, rounds int,
 func TestMutualExclusion(t *testing.T) {
 	const workers, rounds = 50, 20
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		key := b.key("mutex")
 
 		t.Run("without a lock updates are lost", func(t *testing.T) {
@@ -108,7 +108,7 @@ func TestMutualExclusion(t *testing.T) {
 func TestTryAcquire(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		key := b.key("job")
 
 		lk, err := l.TryAcquire(ctx, key, time.Minute)
@@ -139,7 +139,7 @@ func TestSeedStyleLockExcludes(t *testing.T) {
 		// What the Python seed's lock() and try_acquire_lock() write.
 		require.NoError(t, b.client.SetNX(ctx, key, "1", 10*time.Second).Err())
 
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		_, err := l.TryAcquire(ctx, key, time.Second)
 		assert.ErrorIs(t, err, rediskit.ErrNotObtained)
 		_, err = l.AcquireWithTimeout(ctx, key, time.Second, 30*time.Millisecond)
@@ -159,7 +159,7 @@ func TestSeedStyleLockExcludes(t *testing.T) {
 func TestReleaseIsTokenChecked(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		key := b.key("res")
 
 		first, err := l.TryAcquire(ctx, key, time.Minute)
@@ -183,7 +183,7 @@ func TestReleaseIsTokenChecked(t *testing.T) {
 func TestExpiredLockCannotTouchNewOwner(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		key := b.key("exp")
 
 		old, err := l.TryAcquire(ctx, key, 50*time.Millisecond)
@@ -202,7 +202,7 @@ func TestExpiredLockCannotTouchNewOwner(t *testing.T) {
 func TestRefreshAndTTL(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		lk, err := l.TryAcquire(ctx, b.key("r"), time.Second)
 		require.NoError(t, err)
 
@@ -224,7 +224,7 @@ func TestRefreshAndTTL(t *testing.T) {
 func TestFenceIncreases(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		key := b.key("fenced")
 
 		first, err := l.TryAcquire(ctx, key, time.Minute)
@@ -256,7 +256,7 @@ func TestFenceIncreases(t *testing.T) {
 func TestReleaseAfterScriptFlush(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 		lk, err := l.TryAcquire(ctx, b.key("flush"), time.Minute)
 		require.NoError(t, err)
 
@@ -275,7 +275,7 @@ func TestReleaseAfterScriptFlush(t *testing.T) {
 func TestAcquireWithTimeout(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 
 		t.Run("acquires once the holder releases", func(t *testing.T) {
 			key := b.key("handoff")
@@ -336,7 +336,7 @@ func TestAcquireWithTimeout(t *testing.T) {
 func TestWithLock(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		l := rediskit.NewLocker(b.client)
+		l := newLocker(t, b.client)
 
 		t.Run("holds the lock while fn runs and releases it", func(t *testing.T) {
 			key := b.key("wl")
@@ -420,7 +420,7 @@ func TestWithLock(t *testing.T) {
 func TestWithLockLeavesNoGoroutine(t *testing.T) {
 	client, _ := onMiniredis(t)
 	ignore := goleak.IgnoreCurrent()
-	l := rediskit.NewLocker(client)
+	l := newLocker(t, client)
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
 		require.NoError(t, l.WithLock(ctx, "k", func(context.Context) error {
@@ -431,10 +431,7 @@ func TestWithLockLeavesNoGoroutine(t *testing.T) {
 	assert.PanicsWithValue(t, "x", func() {
 		_ = l.WithLock(ctx, "k", func(context.Context) error { panic("x") })
 	})
-	// miniredis serves each new client connection on goroutines of its own.
-	goleak.VerifyNone(t, ignore,
-		goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer"),
-		goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer.func2"))
+	goleak.VerifyNone(t, append(ignoreMiniredis, ignore)...)
 }
 
 func TestLockerEventsAndStats(t *testing.T) {
@@ -442,7 +439,7 @@ func TestLockerEventsAndStats(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var kinds []rediskit.EventKind
-	l := rediskit.NewLocker(client, rediskit.WithHook(func(e rediskit.Event) {
+	l := newLocker(t, client, rediskit.WithHook(func(e rediskit.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		kinds = append(kinds, e.Kind)
@@ -463,7 +460,7 @@ func TestLockerEventsAndStats(t *testing.T) {
 func TestKeyPrefix(t *testing.T) {
 	client, mr := onMiniredis(t)
 	ctx := context.Background()
-	l := rediskit.NewLocker(client, rediskit.WithKeyPrefix("svc:"))
+	l := newLocker(t, client, rediskit.WithKeyPrefix("svc:"))
 	lk, err := l.TryAcquire(ctx, "job", time.Minute)
 	require.NoError(t, err)
 	assert.Equal(t, "job", lk.Key())
@@ -477,7 +474,7 @@ func TestKeyPrefix(t *testing.T) {
 func TestLockerBadInput(t *testing.T) {
 	client, mr := onMiniredis(t)
 	ctx := context.Background()
-	l := rediskit.NewLocker(client)
+	l := newLocker(t, client)
 	ok := func(context.Context) error { return nil }
 	var nilClient *redis.Client
 	tests := []struct {
@@ -497,7 +494,7 @@ func TestLockerBadInput(t *testing.T) {
 		{"typed nil client", func() error { _, err := rediskit.NewLocker(nilClient).TryAcquire(ctx, "k", time.Second); return err }},
 		{"nil client WithLock", func() error { return rediskit.NewLocker(nil).WithLock(ctx, "k", ok) }},
 		{"nil backoff", func() error {
-			_, err := rediskit.NewLocker(client, rediskit.WithRetryBackoff(nil)).TryAcquire(ctx, "k", time.Second)
+			_, err := newLocker(t, client, rediskit.WithRetryBackoff(nil)).TryAcquire(ctx, "k", time.Second)
 			return err
 		}},
 		{"nil Locker", func() error { var nl *rediskit.Locker; _, err := nl.TryAcquire(ctx, "k", time.Second); return err }},
@@ -533,7 +530,7 @@ func withoutFence(keys []string) []string {
 
 func TestRedisDownIsNotNotObtained(t *testing.T) {
 	client, mr := onMiniredis(t)
-	l := rediskit.NewLocker(client)
+	l := newLocker(t, client)
 	mr.Close()
 	_, err := l.TryAcquire(context.Background(), "k", time.Second)
 	require.Error(t, err)

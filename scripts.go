@@ -37,15 +37,25 @@ redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[3])
 return {1, fence}
 `)
 
-// releaseScript deletes a lock only if it still holds the caller's token.
+// releaseScript deletes a lock only if it still holds the caller's token,
+// and then publishes a wake-up for the acquisitions waiting on it.
 //
-// KEYS[1] the lock key. ARGV[1] the token.
+// KEYS[1] the lock key. ARGV[1] the token; ARGV[2] the publish command
+// (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the channel, in KEYS[1]'s
+// slot.
 // Reply: 1 when deleted; 0 when the key is gone or holds another token.
+//
+// The publish is a pcall: a server without SPUBLISH (before Redis 7) still
+// releases, and its waiters fall back to backoff.
 var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
 end
-return 0
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then
+	redis.pcall(ARGV[2], ARGV[3], '')
+end
+return 1
 `)
 
 // refreshScript resets a lock's TTL only if it still holds the caller's

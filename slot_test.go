@@ -48,7 +48,7 @@ func TestAwkwardKeysOnEveryBackend(t *testing.T) {
 				assert.EqualValues(t, rediskit.KeySlot(key), want, "slot of %q's companion", key)
 			}
 		}
-		l := rediskit.NewLocker(b.client, rediskit.WithKeyPrefix(b.prefix))
+		l := newLocker(t, b.client, rediskit.WithKeyPrefix(b.prefix))
 		for _, key := range awkwardKeys {
 			lk, err := l.TryAcquire(ctx, key, time.Minute)
 			require.NoError(t, err, "key %q", key)

@@ -1,0 +1,144 @@
+package rediskit_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/rediskit/rediskit"
+)
+
+// noPolling makes waiters sleep a minute between attempts. With holders'
+// TTLs of a minute and waits of an hour, only a release message can hand a
+// lock over before the tests' watchdog contexts (wakeCtx) run out.
+var noPolling = rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute))
+
+// wakeCtx returns a context that fails the waits of a test after 10 s.
+func wakeCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestReleaseWakesWaiter(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		key := b.key("wake")
+		holderLocker := newLocker(t, b.client)
+		holder, err := holderLocker.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		waiter := newLocker(t, b.client, noPolling)
+		got := make(chan error, 1)
+		go func() {
+			lk, err := waiter.AcquireWithTimeout(wakeCtx(t), key, time.Minute, time.Hour)
+			if err == nil {
+				err = lk.Release(ctx)
+			}
+			got <- err
+		}()
+		time.Sleep(200 * time.Millisecond) // the waiter fails once and subscribes
+		require.NoError(t, holder.Release(ctx))
+		assert.NoError(t, <-got)
+	})
+}
+
+func TestReleaseBeforeSubscribeIsNotMissed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		key := b.key("race")
+		holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		var once sync.Once
+		// The hook runs right after the first failed attempt, before the
+		// subscription: the release it makes is published to nobody.
+		waiter := newLocker(t, b.client, noPolling, rediskit.WithHook(func(e rediskit.Event) {
+			if e.Kind == rediskit.EventContended {
+				once.Do(func() { require.NoError(t, holder.Release(ctx)) })
+			}
+		}))
+		lk, err := waiter.AcquireWithTimeout(wakeCtx(t), key, time.Minute, time.Hour)
+		require.NoError(t, err)
+		require.NoError(t, lk.Release(ctx))
+	})
+}
+
+func TestWaitersAreWokenInArrivalOrder(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		key := b.key("fifo")
+		l := newLocker(t, b.client, noPolling)
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		const n = 4
+		var mu sync.Mutex
+		var order []int
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				lk, err := l.AcquireWithTimeout(wakeCtx(t), key, time.Minute, time.Hour)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				assert.NoError(t, lk.Release(ctx))
+			}(i)
+			time.Sleep(100 * time.Millisecond) // arrive one after the other
+		}
+		require.NoError(t, holder.Release(ctx))
+		wg.Wait()
+		assert.Equal(t, []int{0, 1, 2, 3}, order, "each release wakes the longest waiter")
+		assert.EqualValues(t, n+1, l.Stats().Acquired)
+	})
+}
+
+func TestCloseEndsSubscription(t *testing.T) {
+	client, _ := onMiniredis(t)
+	ignore := goleak.IgnoreCurrent()
+	ctx := context.Background()
+	holder, err := newLocker(t, client).TryAcquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+
+	l := rediskit.NewLocker(client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(20*time.Millisecond)))
+	got := make(chan error, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, "k", time.Minute, 10*time.Second)
+		if err == nil {
+			err = lk.Release(ctx)
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, l.Close())
+	// The waiter goes on polling after Close.
+	require.NoError(t, holder.Release(ctx))
+	require.NoError(t, <-got)
+	require.NoError(t, l.Close(), "Close twice is fine")
+	goleak.VerifyNone(t, append(ignoreMiniredis, ignore)...)
+}
+
+func TestIdleSubscriptionGoesAway(t *testing.T) {
+	defer rediskit.SetNotifyTimes(50*time.Millisecond, 10*time.Millisecond)()
+	client, _ := onMiniredis(t)
+	ignore := goleak.IgnoreCurrent()
+	ctx := context.Background()
+	l := rediskit.NewLocker(client) // never closed: the linger must end it
+	holder, err := l.TryAcquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	time.AfterFunc(50*time.Millisecond, func() { _ = holder.Release(ctx) })
+	lk, err := l.AcquireWithTimeout(ctx, "k", time.Minute, 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, lk.Release(ctx))
+	goleak.VerifyNone(t, append(ignoreMiniredis, ignore)...)
+}

@@ -33,6 +33,15 @@
 // longer than the TTL (a GC pause, a stopped VM) can still believe it holds
 // the lock, which is what fencing tokens are for.
 //
+// Waiting acquisitions are woken by the holder's release through pub/sub
+// (one subscription per Locker; see [Locker.Close]), and are also bounded by
+// backoff and by the holder's remaining TTL.
+//
+// [NewRedlock] makes a Locker that keeps each lock on a majority of several
+// independent Redis masters (Redlock), so that losing a minority of them
+// loses no lock; its documentation says what that does and does not
+// guarantee.
+//
 // Fencing tokens strictly increase for each new holder of a key. They are
 // max(last fence + 1, the Redis server's clock in microseconds), so they
 // stay increasing even after their counter key expires, 24 hours after the
@@ -56,9 +65,10 @@
 // # Concurrency
 //
 // Lockers, Locks and Caches are safe for concurrent use by multiple
-// goroutines. The only goroutines the package starts are the refresher of a
-// [Locker.WithLock] call, which ends before the call returns, and the loads
-// of [Cache.GetOrLoad], which end with the load (bounded by
-// [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
+// goroutines. The goroutines the package starts are the refresher of a
+// [Locker.WithLock] call, which ends before the call returns; a Locker's
+// pub/sub reader, which ends with [Locker.Close] or after 30 seconds without
+// waiters; and the loads of [Cache.GetOrLoad], which end with the load
+// (bounded by [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
 // package through [WithHook] and the Stats methods.
 package rediskit

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"reflect"
 	"time"
@@ -26,10 +25,9 @@ const fenceCounterLife = 24 * time.Hour
 // copied after first use. It does not own the client: closing the client is
 // the caller's business.
 type Locker struct {
-	client redis.UniversalClient
-	cfg    config
-	stats  counters
-	notify *notifier
+	store store // nil for a Locker not made by a constructor
+	cfg   config
+	stats counters
 }
 
 // NewLocker returns a Locker that keeps its locks in client, which may be
@@ -37,11 +35,10 @@ type Locker struct {
 // client or an invalid option, NewLocker does not panic; every method of the
 // Locker returns an error wrapping [ErrInvalidArgument].
 func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
-	l := &Locker{client: client, cfg: newConfig(opts)}
+	l := &Locker{store: newSingle(client), cfg: newConfig(opts)}
 	if l.cfg.err == nil && isNilClient(client) {
 		l.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
 	}
-	l.notify = newNotifier(client)
 	return l
 }
 
@@ -51,8 +48,8 @@ func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
 // at the time, and later ones, go on with backoff alone; locks already held
 // are not affected. Close does not close the client. It always returns nil.
 func (l *Locker) Close() error {
-	if l != nil && l.notify != nil {
-		l.notify.close()
+	if l != nil && l.store != nil {
+		l.store.notifier().close()
 	}
 	return nil
 }
@@ -111,18 +108,19 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	var w *waiter
 	defer func() {
 		if w != nil {
-			l.notify.unwatch(w)
+			l.store.notifier().unwatch(w)
 		}
 	}()
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
-		holderTTL, err := lk.obtain(ctx, ttl)
+		fence, holderTTL, err := l.store.obtain(ctx, lk.rkey, lk.token, ttl)
 		if err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if holderTTL == 0 {
+			lk.fence = fence
 			l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 			return lk, nil
 		}
@@ -135,7 +133,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		if w == nil {
 			// Subscribe, then retry at once: a release between the failed
 			// attempt and the subscription published to nobody.
-			if w = l.notify.watch(ctx, releaseChannel(lk.rkey)); w != nil {
+			if w = l.store.notifier().watch(ctx, releaseChannel(lk.rkey)); w != nil {
 				continue
 			}
 		}
@@ -160,7 +158,7 @@ func (l *Locker) validate(op, key string, ttl time.Duration) error {
 	if l.cfg.err != nil {
 		return fmt.Errorf("rediskit: %s %q: %w", op, key, l.cfg.err)
 	}
-	if l.client == nil {
+	if l.store == nil {
 		return fmt.Errorf("rediskit: %s %q: Locker not made by NewLocker: %w", op, key, ErrInvalidArgument)
 	}
 	if key == "" {
@@ -187,45 +185,6 @@ type Lock struct {
 	rkey  string // with the prefix
 	token string
 	fence int64
-}
-
-// obtain makes one acquisition attempt. It returns 0 when the lock was
-// taken, and otherwise the holder's remaining TTL (negative when the holder
-// set none).
-func (lk *Lock) obtain(ctx context.Context, ttl time.Duration) (time.Duration, error) {
-	keys := []string{lk.rkey, companionKey(lk.rkey, ":fence")}
-	reply, err := acquireScript.Run(ctx, lk.l.client, keys,
-		lk.token, ttl.Milliseconds(), (ttl + fenceCounterLife).Milliseconds()).Int64Slice()
-	if err != nil {
-		lk.abandon(ctx, err)
-		return 0, err
-	}
-	if len(reply) != 2 {
-		return 0, fmt.Errorf("unexpected acquire reply %v", reply)
-	}
-	if reply[0] == 1 {
-		lk.fence = reply[1]
-		return 0, nil
-	}
-	if reply[1] == 0 { // expiring this very millisecond: retry at once
-		return time.Nanosecond, nil
-	}
-	return time.Duration(reply[1]) * time.Millisecond, nil
-}
-
-// abandon undoes an attempt whose outcome is unknown: the request may have
-// reached Redis and taken the lock even though the reply was lost to a
-// cancelled context or a broken connection. Releasing with the token is safe
-// whatever happened. A Redis error reply means the script did not run, so
-// there is nothing to undo.
-func (lk *Lock) abandon(ctx context.Context, err error) {
-	var replyErr redis.Error
-	if errors.As(err, &replyErr) {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	_, _ = lk.run(ctx, "release", releaseScript, lk.l.releaseArgs(lk.rkey)...)
 }
 
 // Key returns the key the lock was taken on, without the key prefix.
@@ -263,11 +222,11 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if err := lk.check("release"); err != nil {
 		return err
 	}
-	n, err := lk.run(ctx, "release", releaseScript, lk.l.releaseArgs(lk.rkey)...)
+	held, err := lk.l.store.release(ctx, lk.rkey, lk.token)
 	if err != nil {
-		return err
+		return fmt.Errorf("rediskit: release %q: %w", lk.key, err)
 	}
-	if n != 1 {
+	if !held {
 		return fmt.Errorf("rediskit: release %q: %w", lk.key, ErrLockNotHeld)
 	}
 	lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventReleased, Key: lk.key})
@@ -285,11 +244,11 @@ func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := checkLockTTL("refresh", lk.key, ttl); err != nil {
 		return err
 	}
-	n, err := lk.run(ctx, "refresh", refreshScript, ttl.Milliseconds())
+	held, err := lk.l.store.refresh(ctx, lk.rkey, lk.token, ttl)
 	if err != nil {
-		return err
+		return fmt.Errorf("rediskit: refresh %q: %w", lk.key, err)
 	}
-	if n != 1 {
+	if !held {
 		return fmt.Errorf("rediskit: refresh %q: %w", lk.key, ErrLockNotHeld)
 	}
 	return nil
@@ -302,17 +261,14 @@ func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if err := lk.check("ttl"); err != nil {
 		return 0, err
 	}
-	n, err := lk.run(ctx, "ttl", pttlScript)
+	ttl, held, err := lk.l.store.pttl(ctx, lk.rkey, lk.token)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, err)
 	}
-	switch {
-	case n == -3:
+	if !held {
 		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, ErrLockNotHeld)
-	case n < 0:
-		return -1, nil
 	}
-	return time.Duration(n) * time.Millisecond, nil
+	return ttl, nil
 }
 
 // check reports a nil Lock, or a zero one not obtained from a Locker.
@@ -321,24 +277,6 @@ func (lk *Lock) check(op string) error {
 		return fmt.Errorf("rediskit: %s: nil or zero Lock: %w", op, ErrInvalidArgument)
 	}
 	return lk.l.cfg.err
-}
-
-// run runs one of the token-checked scripts on a checked Lock.
-func (lk *Lock) run(ctx context.Context, op string, script *redis.Script, args ...any) (int64, error) {
-	n, err := script.Run(ctx, lk.l.client, []string{lk.rkey}, append([]any{lk.token}, args...)...).Int64()
-	if err != nil {
-		return 0, fmt.Errorf("rediskit: %s %q: %w", op, lk.key, err)
-	}
-	return n, nil
-}
-
-// releaseArgs returns the release script's arguments after the token.
-func (l *Locker) releaseArgs(rkey string) []any {
-	cmd := l.notify.mode.publishCommand()
-	if cmd == "" {
-		return []any{"", ""}
-	}
-	return []any{cmd, releaseChannel(rkey)}
 }
 
 // newToken returns 16 random bytes from crypto/rand as 22 URL-safe

@@ -82,3 +82,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return -3
 `)
+
+// raiseFenceScript raises a fencing counter to at least a given fence; a
+// Redlock acquisition writes its fence to the nodes that granted it with a
+// lower one.
+//
+// KEYS[1] the fencing counter. ARGV[1] the fence; ARGV[2] the counter's
+// lifetime in milliseconds.
+// Reply: 1 when raised, 0 when the counter was already at least the fence.
+var raiseFenceScript = redis.NewScript(`
+local last = tonumber(redis.call('GET', KEYS[1]))
+if last and last >= tonumber(ARGV[1]) then
+	return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)

@@ -2,7 +2,7 @@
 # redis-up.sh starts the real Redis servers the integration tests use, all on
 # 127.0.0.1, without persistence, each in its own directory with a pid file:
 #   - one standalone server            (REDISKIT_REDIS_ADDR)
-#   - three independent masters         (REDISKIT_REDLOCK_ADDRS, for Redlock)
+#   - five independent masters          (REDISKIT_REDLOCK_ADDRS, for Redlock)
 #   - a Redis Cluster of three masters, one replica each (REDISKIT_CLUSTER_ADDRS)
 # It installs redis-server (and python3-redis, for the seed interop test)
 # with apt-get when missing. It is idempotent: servers already running are
@@ -16,7 +16,7 @@ set -euo pipefail
 dir=${REDISKIT_REDIS_DIR:-/tmp/rediskit-redis}
 base=${REDISKIT_PORT_BASE:-17300}
 standalone=$base
-masters=($((base + 1)) $((base + 2)) $((base + 3)))
+masters=($((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)) $((base + 5)))
 cluster=($((base + 10)) $((base + 11)) $((base + 12)) $((base + 13)) $((base + 14)) $((base + 15)))
 
 say() { echo "redis-up: $*" >&2; }

@@ -4,9 +4,8 @@ import "time"
 
 // Internals exposed to the black-box tests in package rediskit_test.
 var (
-	CompanionKey   = companionKey
-	KeySlot        = keySlot
-	ReleaseChannel = releaseChannel
+	CompanionKey = companionKey
+	KeySlot      = keySlot
 )
 
 // SetNotifyTimes shortens the subscription's linger and tick, and returns

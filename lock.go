@@ -14,7 +14,7 @@ import (
 // fenceCounterLife is how long a fencing counter outlives the last
 // acquisition of its key. Fences stay increasing after it expires, because
 // they are also bounded below by the server's clock (see acquireScript).
-const fenceCounterLife = 24 * time.Hour
+const fenceCounterLife = 24 * time.Hour // also in acquireScript
 
 // Locker hands out distributed locks kept in Redis. A lock is a key holding
 // a random token, set only if absent and with a millisecond expiry, so it is
@@ -103,7 +103,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 	}
-	lk := &Lock{l: l, key: key, rkey: l.cfg.prefix + key, token: token}
+	lk := &Lock{l: l, key: key, keys: newLockKeys(l.cfg.prefix + key), token: token}
 	start := time.Now()
 	var w *waiter
 	defer func() {
@@ -111,20 +111,29 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			l.store.notifier().unwatch(w)
 		}
 	}()
+	if timeout > 0 {
+		// Behind waiters of this process, wait for a turn instead of
+		// snatching the lock from the one a release has just woken.
+		w = l.store.notifier().queue(lk.keys.companion)
+	}
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
-		fence, holderTTL, err := l.store.obtain(ctx, lk.rkey, lk.token, ttl)
-		if err != nil {
-			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		holderTTL := time.Duration(-1) // unknown until an attempt says
+		if retry > 1 || w == nil {
+			fence, held, err := l.store.obtain(ctx, lk.keys, lk.token, ttl)
+			if err != nil {
+				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+			}
+			if held == 0 {
+				lk.fence = fence
+				l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
+				return lk, nil
+			}
+			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
+			holderTTL = held
 		}
-		if holderTTL == 0 {
-			lk.fence = fence
-			l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
-			return lk, nil
-		}
-		l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
 		left := timeout - time.Since(start)
 		if left <= 0 {
 			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start)})
@@ -133,11 +142,17 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		if w == nil {
 			// Subscribe, then retry at once: a release between the failed
 			// attempt and the subscription published to nobody.
-			if w = l.store.notifier().watch(ctx, releaseChannel(lk.rkey)); w != nil {
+			var joined bool
+			if w, joined = l.store.notifier().watch(ctx, lk.keys.companion); w != nil && !joined {
 				continue
 			}
 		}
 		sleep := l.cfg.backoff.Next(retry)
+		if w != nil {
+			// Subscribed, polling is only the fallback for releases that
+			// publish nothing (another library's, or an expiry).
+			sleep *= subscribedBackoffFactor
+		}
 		if holderTTL > 0 && sleep > holderTTL {
 			sleep = holderTTL
 		}
@@ -182,7 +197,7 @@ func checkLockTTL(op, key string, ttl time.Duration) error {
 type Lock struct {
 	l     *Locker
 	key   string // as the caller gave it
-	rkey  string // with the prefix
+	keys  lockKeys
 	token string
 	fence int64
 }
@@ -222,7 +237,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if err := lk.check("release"); err != nil {
 		return err
 	}
-	held, err := lk.l.store.release(ctx, lk.rkey, lk.token)
+	held, err := lk.l.store.release(ctx, lk.keys, lk.token)
 	if err != nil {
 		return fmt.Errorf("rediskit: release %q: %w", lk.key, err)
 	}
@@ -244,7 +259,7 @@ func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := checkLockTTL("refresh", lk.key, ttl); err != nil {
 		return err
 	}
-	held, err := lk.l.store.refresh(ctx, lk.rkey, lk.token, ttl)
+	held, err := lk.l.store.refresh(ctx, lk.keys, lk.token, ttl)
 	if err != nil {
 		return fmt.Errorf("rediskit: refresh %q: %w", lk.key, err)
 	}
@@ -261,7 +276,7 @@ func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if err := lk.check("ttl"); err != nil {
 		return 0, err
 	}
-	ttl, held, err := lk.l.store.pttl(ctx, lk.rkey, lk.token)
+	ttl, held, err := lk.l.store.pttl(ctx, lk.keys, lk.token)
 	if err != nil {
 		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, err)
 	}

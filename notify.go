@@ -28,9 +28,14 @@ var (
 	notifyTick = time.Second
 )
 
-// confirmWait bounds the wait for a subscription's confirmation; past it,
-// the waiter goes on with backoff alone.
-const confirmWait = time.Second
+const (
+	// confirmWait bounds the wait for a subscription's confirmation; past
+	// it, the waiter goes on with backoff alone.
+	confirmWait = time.Second
+	// subscribedBackoffFactor stretches the backoff of a subscribed waiter,
+	// for which polling is only a fallback.
+	subscribedBackoffFactor = 4
+)
 
 type notifyMode int
 
@@ -61,15 +66,11 @@ func (m notifyMode) publishCommand() string {
 	return ""
 }
 
-// releaseChannel returns the channel a lock key's releases are published
-// on. It hashes to the key's cluster slot, as sharded pub/sub in a script
-// requires.
-func releaseChannel(rkey string) string { return companionKey(rkey, ":released") }
-
 // notifier delivers release messages to a Locker's waiting goroutines.
 type notifier struct {
 	client       redis.UniversalClient
 	mode         notifyMode
+	publish      any // mode.publishCommand(), boxed once for the release script
 	linger, tick time.Duration
 
 	mu     sync.Mutex
@@ -101,7 +102,8 @@ type waiter struct {
 }
 
 func newNotifier(client redis.UniversalClient) *notifier {
-	return &notifier{client: client, mode: notifyModeFor(client),
+	mode := notifyModeFor(client)
+	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}}
 }
 
@@ -109,20 +111,25 @@ func newNotifier(client redis.UniversalClient) *notifier {
 // confirmed the subscription, so that every release published after it is
 // seen. It returns nil when wake-ups are unavailable (off, closed, or the
 // subscription failed): the caller then relies on backoff alone.
-func (n *notifier) watch(ctx context.Context, name string) *waiter {
+//
+// joined reports that the channel was already subscribed, and confirmed,
+// when w was registered. A release the caller missed between its failed
+// attempt and then was published to the channel and woke an earlier waiter,
+// which retries; the caller need not retry at once.
+func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bool) {
 	if n.mode == notifyNone {
-		return nil
+		return nil, false
 	}
 	node := ""
 	var nodeClient *redis.Client
 	if n.mode == notifySharded {
 		cc, ok := n.client.(*redis.ClusterClient)
 		if !ok {
-			return nil
+			return nil, false
 		}
 		var err error
 		if nodeClient, err = cc.MasterForKey(ctx, name); err != nil {
-			return nil
+			return nil, false
 		}
 		node = nodeClient.Options().Addr
 	}
@@ -130,7 +137,7 @@ func (n *notifier) watch(ctx context.Context, name string) *waiter {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	sub := n.subs[node]
 	if sub == nil {
@@ -156,13 +163,21 @@ func (n *notifier) watch(ctx context.Context, name string) *waiter {
 		}
 		if err != nil {
 			n.mu.Unlock()
-			return nil
+			return nil, false
 		}
 		sub.channels[name] = ch
 	}
-	w := &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
+	select {
+	case <-ch.confirmed:
+		joined = true
+	default:
+	}
+	w = &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
 	ch.waiters = append(ch.waiters, w)
 	n.mu.Unlock()
+	if joined {
+		return w, true
+	}
 
 	t := time.NewTimer(confirmWait)
 	defer t.Stop()
@@ -171,7 +186,34 @@ func (n *notifier) watch(ctx context.Context, name string) *waiter {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-	return w
+	return w, false
+}
+
+// queue registers a waiter behind the goroutines of this process already
+// waiting on the channel, if there are any and their subscription is
+// confirmed; otherwise it returns nil. A queued waiter need not attempt
+// before its turn: the releases that would let it in wake those ahead of it
+// first, and then it.
+func (n *notifier) queue(name string) *waiter {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	for _, sub := range n.subs {
+		ch := sub.channels[name]
+		if ch == nil || len(ch.waiters) == 0 {
+			continue
+		}
+		select {
+		case <-ch.confirmed:
+			w := &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
+			ch.waiters = append(ch.waiters, w)
+			return w
+		default:
+		}
+	}
+	return nil
 }
 
 // unwatch removes w. A wake-up w received but did not use passes to the

@@ -142,3 +142,43 @@ func TestIdleSubscriptionGoesAway(t *testing.T) {
 	require.NoError(t, lk.Release(ctx))
 	goleak.VerifyNone(t, append(ignoreMiniredis, ignore)...)
 }
+
+func TestReleaserWaitsItsTurn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("turn")
+		l := newLocker(t, b.client, noPolling)
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		var mu sync.Mutex
+		var order []string
+		got := func(who string) {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, who)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+			if !assert.NoError(t, err) {
+				return
+			}
+			got("waiter")
+			time.Sleep(50 * time.Millisecond)
+			assert.NoError(t, lk.Release(ctx))
+		}()
+		time.Sleep(200 * time.Millisecond) // the waiter subscribes and queues
+
+		// The holder releases and asks again at once: it must not snatch the
+		// lock from the waiter its release woke.
+		require.NoError(t, holder.Release(ctx))
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+		require.NoError(t, err)
+		got("releaser")
+		require.NoError(t, lk.Release(ctx))
+		<-done
+		assert.Equal(t, []string{"waiter", "releaser"}, order)
+	})
+}

@@ -130,12 +130,12 @@ func nodeTimeout(ttl time.Duration) time.Duration {
 	return d
 }
 
-func (q *quorum) obtain(ctx context.Context, rkey, token string, ttl time.Duration) (int64, time.Duration, error) {
+func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (int64, time.Duration, error) {
 	start := time.Now()
 	fences := make([]int64, len(q.nodes))
 	holders := make([]time.Duration, len(q.nodes))
 	errs := q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
-		reply, err := runAcquire(ctx, c, rkey, token, ttl)
+		reply, err := runAcquire(ctx, c, k, token, ttl)
 		if err != nil {
 			return err
 		}
@@ -156,7 +156,7 @@ func (q *quorum) obtain(ctx context.Context, rkey, token string, ttl time.Durati
 	}
 	validity := ttl - time.Since(start) - ttl/100 - 2*time.Millisecond
 	if taken >= q.majority() && validity > 0 {
-		q.raiseFences(ctx, rkey, ttl, fences, errs, best)
+		q.raiseFences(ctx, k, ttl, fences, errs, best)
 		return best, 0, nil
 	}
 
@@ -165,7 +165,7 @@ func (q *quorum) obtain(ctx context.Context, rkey, token string, ttl time.Durati
 	if taken > 0 || errors.Join(errs...) != nil {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), nodeTimeout(ttl))
 		defer cancel()
-		_, _ = q.release(uctx, rkey, token)
+		_, _ = q.release(uctx, k, token)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
@@ -183,23 +183,22 @@ func (q *quorum) obtain(ctx context.Context, rkey, token string, ttl time.Durati
 // granted it with a lower one, so that the next majority, which shares a
 // node with this one, issues a larger fence. A node that fails here only
 // weakens that for itself, so failures are not the acquisition's.
-func (q *quorum) raiseFences(ctx context.Context, rkey string, ttl time.Duration, fences []int64, errs []error, best int64) {
-	fenceKey := companionKey(rkey, ":fence")
+func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration, fences []int64, errs []error, best int64) {
 	life := (ttl + fenceCounterLife).Milliseconds()
 	q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
 		if errs[i] != nil || fences[i] == 0 || fences[i] >= best {
 			return nil
 		}
-		return raiseFenceScript.Run(ctx, c, []string{fenceKey}, best, life).Err()
+		return raiseFenceScript.Run(ctx, c, []string{k.companion}, best, life).Err()
 	})
 }
 
-func (q *quorum) release(ctx context.Context, rkey, token string) (bool, error) {
+func (q *quorum) release(ctx context.Context, k lockKeys, token string) (bool, error) {
 	var mu sync.Mutex
 	released := 0
 	errs := q.each(ctx, time.Second, func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := releaseScript.Run(ctx, c, []string{rkey}, token,
-			notifyModeFor(c).publishCommand(), releaseChannel(rkey)).Int64()
+		n, err := releaseScript.Run(ctx, c, []string{k.key}, token,
+			notifyModeFor(c).publishCommand(), k.companion).Int64()
 		if n == 1 {
 			mu.Lock()
 			released++
@@ -210,11 +209,11 @@ func (q *quorum) release(ctx context.Context, rkey, token string) (bool, error) 
 	return q.count(released, errs)
 }
 
-func (q *quorum) refresh(ctx context.Context, rkey, token string, ttl time.Duration) (bool, error) {
+func (q *quorum) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
 	var mu sync.Mutex
 	refreshed := 0
 	errs := q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := refreshScript.Run(ctx, c, []string{rkey}, token, ttl.Milliseconds()).Int64()
+		n, err := refreshScript.Run(ctx, c, []string{k.key}, token, ttl.Milliseconds()).Int64()
 		if n == 1 {
 			mu.Lock()
 			refreshed++
@@ -227,11 +226,11 @@ func (q *quorum) refresh(ctx context.Context, rkey, token string, ttl time.Durat
 
 // pttl returns the time until fewer than a majority of the nodes hold the
 // lock: the majority-th longest of their TTLs.
-func (q *quorum) pttl(ctx context.Context, rkey, token string) (time.Duration, bool, error) {
+func (q *quorum) pttl(ctx context.Context, k lockKeys, token string) (time.Duration, bool, error) {
 	ttls := make([]time.Duration, len(q.nodes))
 	held := make([]bool, len(q.nodes))
 	errs := q.each(ctx, time.Second, func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := pttlScript.Run(ctx, c, []string{rkey}, token).Int64()
+		n, err := pttlScript.Run(ctx, c, []string{k.key}, token).Int64()
 		ttls[i], held[i] = pttlReply(n), err == nil && n != -3
 		return err
 	})

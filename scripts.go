@@ -9,8 +9,8 @@ import "github.com/redis/go-redis/v9"
 // acquireScript takes a lock and issues its fencing token in one round trip.
 //
 // KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot).
-// ARGV[1] the token; ARGV[2] the TTL in milliseconds; ARGV[3] how long the
-// fencing counter outlives its last use, in milliseconds.
+// ARGV[1] the token; ARGV[2] the TTL in milliseconds. The counter outlives
+// the lock by 24 hours (fenceCounterLife).
 // Reply: {1, fence} when obtained; {0, pttl} when another owner holds the
 // key, pttl being the holder's remaining TTL (-1 when it has none).
 //
@@ -33,7 +33,7 @@ local last = tonumber(redis.call('GET', KEYS[2]))
 if last and last >= fence then
 	fence = last + 1
 end
-redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', ARGV[3])
+redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', tonumber(ARGV[2]) + 86400000)
 return {1, fence}
 `)
 
@@ -42,7 +42,7 @@ return {1, fence}
 //
 // KEYS[1] the lock key. ARGV[1] the token; ARGV[2] the publish command
 // (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the channel, in KEYS[1]'s
-// slot.
+// slot, named like the fencing counter (lockKeys).
 // Reply: 1 when deleted; 0 when the key is gone or holds another token.
 //
 // The publish is a pcall: a server without SPUBLISH (before Redis 7) still

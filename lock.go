@@ -76,7 +76,9 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // AcquireWithTimeout tries to lock key for ttl until it succeeds or timeout
 // runs out. A waiting acquisition subscribes to the key's release messages
 // (one subscription per Locker, see [Locker.Close]) and retries as soon as
-// the holder releases, the longest-waiting goroutine of the process first.
+// the holder releases, the longest-waiting goroutine of the process first;
+// one that starts while goroutines of the process already wait for the key
+// queues behind them instead of trying first.
 // It also retries when the Locker's [Backoff] says, never sleeping past the
 // holder's remaining TTL (which each failed attempt returns) nor past the
 // timeout, where it makes a last attempt; so a lost message or a holder that
@@ -140,8 +142,9 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
 		}
 		if w == nil {
-			// Subscribe, then retry at once: a release between the failed
-			// attempt and the subscription published to nobody.
+			// Subscribe, then retry at once unless another waiter
+			// subscribed first: a release between the failed attempt and
+			// the subscription published to nobody.
 			var joined bool
 			if w, joined = l.store.notifier().watch(ctx, lk.keys.companion); w != nil && !joined {
 				continue

@@ -112,10 +112,12 @@ func newNotifier(client redis.UniversalClient) *notifier {
 // seen. It returns nil when wake-ups are unavailable (off, closed, or the
 // subscription failed): the caller then relies on backoff alone.
 //
-// joined reports that the channel was already subscribed, and confirmed,
-// when w was registered. A release the caller missed between its failed
-// attempt and then was published to the channel and woke an earlier waiter,
-// which retries; the caller need not retry at once.
+// joined reports that another waiter had already subscribed the channel
+// when w was registered. The caller need not retry at once: a release it
+// missed was either published to the subscription and woke an earlier
+// waiter, or came before the subscription took effect, and then the waiter
+// that subscribed sees it, since it retries once the subscription is
+// confirmed.
 func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bool) {
 	if n.mode == notifyNone {
 		return nil, false
@@ -154,30 +156,28 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	if ch == nil {
 		ch = &channel{name: name, confirmed: make(chan struct{})}
 		// Written under n.mu, so subscribes and unsubscribes of a channel
-		// reach the server in the order the waiters came and went.
+		// reach the server in the order the waiters came and went; bounded,
+		// since the first one dials, and a node that does not answer must
+		// not hold up the other waiters.
+		sctx, cancel := context.WithTimeout(ctx, confirmWait)
 		var err error
 		if n.mode == notifySharded {
-			err = sub.ps.SSubscribe(ctx, name)
+			err = sub.ps.SSubscribe(sctx, name)
 		} else {
-			err = sub.ps.Subscribe(ctx, name)
+			err = sub.ps.Subscribe(sctx, name)
 		}
+		cancel()
 		if err != nil {
 			n.mu.Unlock()
 			return nil, false
 		}
 		sub.channels[name] = ch
-	}
-	select {
-	case <-ch.confirmed:
+	} else {
 		joined = true
-	default:
 	}
 	w = &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
 	ch.waiters = append(ch.waiters, w)
 	n.mu.Unlock()
-	if joined {
-		return w, true
-	}
 
 	t := time.NewTimer(confirmWait)
 	defer t.Stop()
@@ -186,14 +186,14 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	case <-ctx.Done():
 	case <-t.C:
 	}
-	return w, false
+	return w, joined
 }
 
 // queue registers a waiter behind the goroutines of this process already
-// waiting on the channel, if there are any and their subscription is
-// confirmed; otherwise it returns nil. A queued waiter need not attempt
-// before its turn: the releases that would let it in wake those ahead of it
-// first, and then it.
+// waiting on the channel, if there are any; otherwise it returns nil. A
+// queued waiter need not attempt before its turn: the releases that would
+// let it in wake those ahead of it first, and then it (see watch for why no
+// release is missed).
 func (n *notifier) queue(name string) *waiter {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -205,13 +205,9 @@ func (n *notifier) queue(name string) *waiter {
 		if ch == nil || len(ch.waiters) == 0 {
 			continue
 		}
-		select {
-		case <-ch.confirmed:
-			w := &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
-			ch.waiters = append(ch.waiters, w)
-			return w
-		default:
-		}
+		w := &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
+		ch.waiters = append(ch.waiters, w)
+		return w
 	}
 	return nil
 }

@@ -101,13 +101,13 @@ func (q *quorum) majority() int { return len(q.nodes)/2 + 1 }
 // when every call has.
 func (q *quorum) each(ctx context.Context, timeout time.Duration, fn func(ctx context.Context, i int, c redis.UniversalClient) error) []error {
 	errs := make([]error, len(q.nodes))
+	ctx, cancel := context.WithTimeout(ctx, timeout) // the calls run at once: one deadline serves all
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, n := range q.nodes {
 		wg.Add(1)
 		go func(i int, n redisNode) {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
 			if err := fn(ctx, i, n.client); err != nil {
 				errs[i] = &NodeError{Node: n.name, Err: err}
 			}

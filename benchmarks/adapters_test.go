@@ -1,0 +1,167 @@
+package benchmarks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rediskit/rediskit"
+)
+
+// locker is the small adapter every lock library is measured through.
+type locker interface {
+	// acquire takes key for ttl, waiting up to wait (0: one attempt), and
+	// returns the function that releases it.
+	acquire(ctx context.Context, key string, ttl, wait time.Duration) (release func(context.Context) error, err error)
+	close()
+}
+
+// lockLib builds a locker on the given independent clients (one, except
+// for Redlock).
+type lockLib struct {
+	name string
+	make func(clients []*redis.Client) locker
+}
+
+var errNotObtained = errors.New("not obtained")
+
+func universal(clients []*redis.Client) []redis.UniversalClient {
+	out := make([]redis.UniversalClient, len(clients))
+	for i, c := range clients {
+		out[i] = c
+	}
+	return out
+}
+
+// rediskit, default options.
+type rediskitLocker struct{ l *rediskit.Locker }
+
+func newRediskit(clients []*redis.Client) locker {
+	if len(clients) == 1 {
+		return rediskitLocker{rediskit.NewLocker(clients[0])}
+	}
+	return rediskitLocker{rediskit.NewRedlock(universal(clients))}
+}
+
+func (r rediskitLocker) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	lk, err := r.l.AcquireWithTimeout(ctx, key, ttl, wait)
+	if err != nil {
+		return nil, err
+	}
+	return lk.Release, nil
+}
+func (r rediskitLocker) close()       { _ = r.l.Close() }
+func (r rediskitLocker) diag() string { return fmt.Sprintf("%+v", r.l.Stats()) }
+
+// bsm/redislock with a retry strategy made per call (its strategies count
+// retries on the strategy value). A nil strategy means one attempt per Obtain,
+// re-called at once: the tight loop.
+type redislockLocker struct {
+	c        *redislock.Client
+	strategy func() redislock.RetryStrategy
+}
+
+func newRedislock(strategy func() redislock.RetryStrategy) func([]*redis.Client) locker {
+	return func(clients []*redis.Client) locker {
+		return redislockLocker{c: redislock.New(clients[0]), strategy: strategy}
+	}
+}
+
+func (r redislockLocker) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	for {
+		opt := &redislock.Options{}
+		if r.strategy != nil && wait > 0 {
+			opt.RetryStrategy = r.strategy()
+		}
+		lk, err := r.c.Obtain(ctx, key, ttl, opt)
+		switch {
+		case err == nil:
+			return lk.Release, nil
+		case errors.Is(err, redislock.ErrNotObtained) && r.strategy == nil && wait > 0 && ctx.Err() == nil:
+			continue // the tight loop
+		case errors.Is(err, redislock.ErrNotObtained), errors.Is(err, context.DeadlineExceeded):
+			return nil, errNotObtained
+		default:
+			return nil, err
+		}
+	}
+}
+func (redislockLocker) close() {}
+
+// go-redsync/redsync with its default retry delay (random 50-250 ms).
+type redsyncLocker struct{ rs *redsync.Redsync }
+
+func newRedsync(clients []*redis.Client) locker {
+	pools := make([]redsyncredis.Pool, len(clients))
+	for i, c := range clients {
+		pools[i] = goredis.NewPool(c)
+	}
+	return redsyncLocker{redsync.New(pools...)}
+}
+
+func (r redsyncLocker) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	tries := 1
+	if wait > 0 {
+		tries = 1 << 20 // bounded by ctx instead
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	m := r.rs.NewMutex(key, redsync.WithExpiry(ttl), redsync.WithTries(tries))
+	if err := m.LockContext(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotObtained, err)
+	}
+	return func(ctx context.Context) error { _, err := m.UnlockContext(ctx); return err }, nil
+}
+func (redsyncLocker) close() {}
+
+// The Python seed's lock, with its release fixed: SET NX, polling every
+// 100 ms, and a compare-and-delete script.
+type seedLocker struct{ c *redis.Client }
+
+var seedRelease = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+func newSeed(clients []*redis.Client) locker { return seedLocker{clients[0]} }
+
+func (s seedLocker) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	token := fmt.Sprintf("%d", time.Now().UnixNano())
+	deadline := time.Now().Add(wait)
+	for {
+		ok, err := s.c.SetNX(ctx, key, token, ttl).Result()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return func(ctx context.Context) error {
+				return seedRelease.Run(ctx, s.c, []string{key}, token).Err()
+			}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, errNotObtained
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+func (seedLocker) close() {}
+
+var (
+	libRediskit         = lockLib{"rediskit", newRediskit}
+	libRedislockBackoff = lockLib{"redislock-exp16ms", newRedislock(func() redislock.RetryStrategy {
+		return redislock.ExponentialBackoff(16*time.Millisecond, 512*time.Millisecond)
+	})}
+	libRedislockTight = lockLib{"redislock-tightloop", newRedislock(nil)}
+	libRedsync        = lockLib{"redsync", newRedsync}
+	libSeed           = lockLib{"seed-100ms", newSeed}
+)

@@ -1,0 +1,272 @@
+package benchmarks
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkFloor is what one and two plain round trips cost: the floor for
+// an acquisition, and for an acquisition with its release.
+func BenchmarkFloor(b *testing.B) {
+	cs := newClients(b, envRedis)
+	ctx := context.Background()
+	for _, n := range []int{1, 2} {
+		b.Run(map[int]string{1: "ping", 2: "ping-ping"}[n], func(b *testing.B) {
+			b.ReportAllocs()
+			lat := make(latencies, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				for j := 0; j < n; j++ {
+					if err := cs[0].Ping(ctx).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			lat.report(b, "")
+		})
+	}
+}
+
+var uncontendedLibs = []lockLib{libRediskit, libRedislockBackoff, libRedsync, libSeed}
+
+// BenchmarkLockUncontended is one acquisition and its release, on a key
+// nobody else wants, by 1 and by 16 goroutines (each on its own key).
+func BenchmarkLockUncontended(b *testing.B) {
+	cs := newClients(b, envRedis)
+	for _, lib := range uncontendedLibs {
+		for _, g := range []int{1, 16} {
+			b.Run(lib.name+"/g="+map[int]string{1: "1", 16: "16"}[g], func(b *testing.B) {
+				benchUncontended(b, cs, lib, g)
+			})
+		}
+	}
+}
+
+func benchUncontended(b *testing.B, cs []*counted, lib lockLib, goroutines int) {
+	ctx := context.Background()
+	l := lib.make(plain(cs))
+	defer l.close()
+	var next atomic.Int64
+	var mu sync.Mutex
+	var all latencies
+	run := func(key string, n int64) {
+		lat := make(latencies, 0, b.N/goroutines+1)
+		for next.Add(1) <= n {
+			t0 := time.Now()
+			release, err := l.acquire(ctx, key, 10*time.Second, 0)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := release(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	}
+	run(uniqueKey("warm"), 100) // warm the pool and the script cache
+	next.Store(0)
+	all = all[:0]
+	before := snapshot(b, cs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := 0; i < goroutines; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(uniqueKey(lib.name), int64(b.N)) }()
+	}
+	wg.Wait()
+	b.StopTimer()
+	reportUsage(b, before, snapshot(b, cs), b.N)
+	all.report(b, "")
+}
+
+var handoffLibs = []lockLib{libRediskit, libRedislockBackoff, libRedislockTight, libRedsync, libSeed}
+
+// BenchmarkLockHandoff is the seed's pattern: while a key is held, 8
+// goroutines (requests for the same user, say) each ask for it once, hold it
+// 1 ms and go. Every acquisition is then a hand-off to a waiter: gap is from
+// a holder starting its release to the next holder having the lock, wait is
+// how long each goroutine waited. An op is one acquisition, the first
+// holder's included (req/op, srvcmd/op); b.N is rounded up to whole rounds
+// of 8 waiters.
+func BenchmarkLockHandoff(b *testing.B) {
+	cs := newClients(b, envRedis)
+	for _, lib := range handoffLibs {
+		b.Run(lib.name, func(b *testing.B) { benchQueue(b, cs, lib) })
+	}
+}
+
+func benchQueue(b *testing.B, cs []*counted, lib lockLib) {
+	const waiters = 8
+	ctx := context.Background()
+	l := lib.make(plain(cs))
+	defer l.close()
+	if release, err := l.acquire(ctx, uniqueKey("warm"), time.Second, 0); err == nil {
+		_ = release(ctx)
+	}
+	type turn struct{ acquired, released time.Time }
+	var gaps, waits latencies
+	rounds := (b.N + waiters - 1) / waiters
+	before := snapshot(b, cs)
+	b.ResetTimer()
+	for r := 0; r < rounds; r++ {
+		key := uniqueKey("queue")
+		holder, err := l.acquire(ctx, key, 5*time.Second, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var mu sync.Mutex
+		var turns []turn
+		var wg sync.WaitGroup
+		for g := 0; g < waiters; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				release, err := l.acquire(ctx, key, 5*time.Second, time.Minute)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				t1 := time.Now()
+				time.Sleep(time.Millisecond) // the critical section
+				t2 := time.Now()
+				mu.Lock()
+				turns = append(turns, turn{t1, t2})
+				waits = append(waits, t1.Sub(t0))
+				mu.Unlock()
+				if err := release(ctx); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		time.Sleep(5 * time.Millisecond) // all of them try, fail and wait
+		released := time.Now()
+		if err := holder(ctx); err != nil {
+			b.Fatal(err)
+		}
+		wg.Wait()
+		// Nobody asks twice, so the holders follow one another in order.
+		slices.SortFunc(turns, func(x, y turn) int { return x.acquired.Compare(y.acquired) })
+		for _, t := range turns {
+			gaps = append(gaps, t.acquired.Sub(released))
+			released = t.released
+		}
+	}
+	b.StopTimer()
+	ops := rounds * (waiters + 1)
+	reportUsage(b, before, snapshot(b, cs), ops)
+	gaps.report(b, "gap-")
+	waits.report(b, "wait-")
+	var most time.Duration
+	for _, w := range waits {
+		most = max(most, w)
+	}
+	b.ReportMetric(float64(most)/float64(time.Millisecond), "maxwait-ms")
+}
+
+// BenchmarkLockBackToBack is 8 goroutines each taking the lock on one key
+// in a loop, 1 ms critical section, asking again as soon as they have
+// released: a releaser may take the lock right back (barge-%; gap counts
+// only hand-offs to another goroutine), and the question is whether the
+// others still get their turn (maxwait-ms). b.N is the number of
+// acquisitions.
+func BenchmarkLockBackToBack(b *testing.B) {
+	cs := newClients(b, envRedis)
+	for _, lib := range handoffLibs {
+		b.Run(lib.name, func(b *testing.B) { benchLoop(b, cs, lib) })
+	}
+}
+
+func benchLoop(b *testing.B, cs []*counted, lib lockLib) {
+	const workers = 8
+	ctx := context.Background()
+	l := lib.make(plain(cs))
+	defer l.close()
+	key := uniqueKey("handoff")
+	if release, err := l.acquire(ctx, key, time.Second, 0); err == nil { // warm up
+		_ = release(ctx)
+	}
+
+	var remaining atomic.Int64
+	remaining.Store(int64(b.N))
+	var lastRelease atomic.Int64 // unix ns when the last holder started releasing
+	var lastHolder atomic.Int64  // which worker that was
+	barges := 0
+	var mu sync.Mutex
+	var gaps, waits latencies
+	before := snapshot(b, cs)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(id int64) {
+			defer wg.Done()
+			for remaining.Add(-1) >= 0 {
+				t0 := time.Now()
+				release, err := l.acquire(ctx, key, 5*time.Second, time.Minute)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				t1 := time.Now()
+				mu.Lock()
+				waits = append(waits, t1.Sub(t0))
+				switch lr := lastRelease.Load(); {
+				case lr == 0:
+				case lastHolder.Load() == id:
+					barges++
+				default:
+					gaps = append(gaps, t1.Sub(time.Unix(0, lr)))
+				}
+				mu.Unlock()
+				time.Sleep(time.Millisecond) // the critical section
+				lastHolder.Store(id)
+				lastRelease.Store(time.Now().UnixNano())
+				if err := release(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(int64(w))
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportUsage(b, before, snapshot(b, cs), b.N)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "acq/s")
+	gaps.report(b, "gap-")
+	b.ReportMetric(100*float64(barges)/float64(b.N), "barge-%")
+	if d, ok := l.(interface{ diag() string }); ok && testing.Verbose() {
+		b.Log(d.diag())
+	}
+	var most time.Duration
+	for _, w := range waits {
+		most = max(most, w)
+	}
+	b.ReportMetric(float64(most)/float64(time.Millisecond), "maxwait-ms")
+}
+
+// BenchmarkRedlock is an uncontended acquisition and release over three
+// independent masters.
+func BenchmarkRedlock(b *testing.B) {
+	cs := newClients(b, envRedlock)
+	if len(cs) < 3 {
+		b.Skipf("%s: want 3 masters", envRedlock)
+	}
+	cs = cs[:3]
+	for _, lib := range []lockLib{libRediskit, libRedsync} {
+		b.Run(lib.name, func(b *testing.B) { benchUncontended(b, cs, lib, 1) })
+	}
+}

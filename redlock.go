@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -194,34 +195,29 @@ func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration,
 }
 
 func (q *quorum) release(ctx context.Context, k lockKeys, token string) (bool, error) {
-	var mu sync.Mutex
-	released := 0
-	errs := q.each(ctx, time.Second, func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := releaseScript.Run(ctx, c, []string{k.key}, token,
-			notifyModeFor(c).publishCommand(), k.companion).Int64()
-		if n == 1 {
-			mu.Lock()
-			released++
-			mu.Unlock()
-		}
-		return err
+	return q.majorityOf(ctx, time.Second, func(ctx context.Context, c redis.UniversalClient) (int64, error) {
+		return releaseScript.Run(ctx, c, []string{k.key}, token, notifyModeFor(c).publishCommand(), k.companion).Int64()
 	})
-	return q.count(released, errs)
 }
 
 func (q *quorum) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
-	var mu sync.Mutex
-	refreshed := 0
-	errs := q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := refreshScript.Run(ctx, c, []string{k.key}, token, ttl.Milliseconds()).Int64()
+	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, c redis.UniversalClient) (int64, error) {
+		return refreshScript.Run(ctx, c, []string{k.key}, token, ttl.Milliseconds()).Int64()
+	})
+}
+
+// majorityOf runs a token-checked script on every node and says whether a
+// majority answered 1.
+func (q *quorum) majorityOf(ctx context.Context, timeout time.Duration, run func(ctx context.Context, c redis.UniversalClient) (int64, error)) (bool, error) {
+	var yes atomic.Int32
+	errs := q.each(ctx, timeout, func(ctx context.Context, _ int, c redis.UniversalClient) error {
+		n, err := run(ctx, c)
 		if n == 1 {
-			mu.Lock()
-			refreshed++
-			mu.Unlock()
+			yes.Add(1)
 		}
 		return err
 	})
-	return q.count(refreshed, errs)
+	return q.count(int(yes.Load()), errs)
 }
 
 // pttl returns the time until fewer than a majority of the nodes hold the

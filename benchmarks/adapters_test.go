@@ -57,8 +57,7 @@ func (r rediskitLocker) acquire(ctx context.Context, key string, ttl, wait time.
 	}
 	return lk.Release, nil
 }
-func (r rediskitLocker) close()       { _ = r.l.Close() }
-func (r rediskitLocker) diag() string { return fmt.Sprintf("%+v", r.l.Stats()) }
+func (r rediskitLocker) close() { _ = r.l.Close() }
 
 // bsm/redislock with a retry strategy made per call (its strategies count
 // retries on the strategy value). A nil strategy means one attempt per Obtain,

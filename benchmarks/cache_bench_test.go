@@ -146,20 +146,10 @@ func BenchmarkCacheGetHit(b *testing.B) {
 			if err := lib.set(ctx, key, sampleProfile(1)); err != nil {
 				b.Fatal(err)
 			}
-			lat := make(latencies, 0, b.N)
-			before := snapshot(b, cs)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
-				if _, err := lib.get(ctx, key); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			b.StopTimer()
-			reportUsage(b, before, snapshot(b, cs), b.N)
-			lat.report(b, "")
+			measure(b, cs, func() error {
+				_, err := lib.get(ctx, key)
+				return err
+			})
 		})
 	}
 }
@@ -170,18 +160,7 @@ func BenchmarkCacheSet(b *testing.B) {
 	for _, lib := range cacheLibs(cs[0].Client) {
 		b.Run(lib.name, func(b *testing.B) {
 			key, v := uniqueKey("set"), sampleProfile(2)
-			lat := make(latencies, 0, b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
-				if err := lib.set(ctx, key, v); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			b.StopTimer()
-			lat.report(b, "")
+			measure(b, cs, func() error { return lib.set(ctx, key, v) })
 		})
 	}
 }
@@ -199,21 +178,12 @@ func BenchmarkCacheGetMany(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			lat := make(latencies, 0, b.N)
-			before := snapshot(b, cs)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
-				n, err := lib.getMany(ctx, keys)
-				if err != nil || n != len(keys) {
-					b.Fatalf("found %d: %v", n, err)
+			measure(b, cs, func() error {
+				if n, err := lib.getMany(ctx, keys); err != nil || n != len(keys) {
+					return fmt.Errorf("found %d of %d: %v", n, len(keys), err)
 				}
-				lat = append(lat, time.Since(t0))
-			}
-			b.StopTimer()
-			reportUsage(b, before, snapshot(b, cs), b.N)
-			lat.report(b, "")
+				return nil
+			})
 		})
 	}
 }

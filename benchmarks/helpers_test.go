@@ -134,6 +134,36 @@ func (l latencies) report(b *testing.B, prefix string) {
 	b.ReportMetric(pct(0.99), prefix+"p99-µs")
 }
 
+// max returns the longest duration.
+func (l latencies) max() time.Duration {
+	var most time.Duration
+	for _, d := range l {
+		most = max(most, d)
+	}
+	return most
+}
+
+// measure runs op b.N times on one goroutine and reports its latency
+// percentiles, its allocations, and the requests and server commands it
+// cost cs.
+func measure(b *testing.B, cs []*counted, op func() error) {
+	b.Helper()
+	lat := make(latencies, 0, b.N)
+	before := snapshot(b, cs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	reportUsage(b, before, snapshot(b, cs), b.N)
+	lat.report(b, "")
+}
+
 var keySeq atomic.Int64
 
 // uniqueKey returns a key no other benchmark or run uses.

@@ -16,18 +16,14 @@ func BenchmarkFloor(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{1, 2} {
 		b.Run(map[int]string{1: "ping", 2: "ping-ping"}[n], func(b *testing.B) {
-			b.ReportAllocs()
-			lat := make(latencies, 0, b.N)
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
+			measure(b, cs, func() error {
 				for j := 0; j < n; j++ {
 					if err := cs[0].Ping(ctx).Err(); err != nil {
-						b.Fatal(err)
+						return err
 					}
 				}
-				lat = append(lat, time.Since(t0))
-			}
-			lat.report(b, "")
+				return nil
+			})
 		})
 	}
 }
@@ -168,11 +164,7 @@ func benchQueue(b *testing.B, cs []*counted, lib lockLib) {
 	reportUsage(b, before, snapshot(b, cs), ops)
 	gaps.report(b, "gap-")
 	waits.report(b, "wait-")
-	var most time.Duration
-	for _, w := range waits {
-		most = max(most, w)
-	}
-	b.ReportMetric(float64(most)/float64(time.Millisecond), "maxwait-ms")
+	b.ReportMetric(float64(waits.max())/float64(time.Millisecond), "maxwait-ms")
 }
 
 // BenchmarkLockBackToBack is 8 goroutines each taking the lock on one key
@@ -248,14 +240,7 @@ func benchLoop(b *testing.B, cs []*counted, lib lockLib) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "acq/s")
 	gaps.report(b, "gap-")
 	b.ReportMetric(100*float64(barges)/float64(b.N), "barge-%")
-	if d, ok := l.(interface{ diag() string }); ok && testing.Verbose() {
-		b.Log(d.diag())
-	}
-	var most time.Duration
-	for _, w := range waits {
-		most = max(most, w)
-	}
-	b.ReportMetric(float64(most)/float64(time.Millisecond), "maxwait-ms")
+	b.ReportMetric(float64(waits.max())/float64(time.Millisecond), "maxwait-ms")
 }
 
 // BenchmarkRedlock is an uncontended acquisition and release over three

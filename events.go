@@ -30,8 +30,8 @@ const (
 	EventHit
 	// EventMiss: a cache read did not find the key.
 	EventMiss
-	// EventLoad: GetOrLoad's loader returned a value. Event.Wait is how
-	// long it ran.
+	// EventLoad: GetOrLoad's loader returned a value, or an error wrapping
+	// ErrNotFound. Event.Wait is how long it ran.
 	EventLoad
 	// EventLoadError: GetOrLoad's loader failed. Event.Err is its error.
 	EventLoadError
@@ -88,7 +88,7 @@ type LockStats struct {
 type CacheStats struct {
 	Hits        uint64 // reads that found the key
 	Misses      uint64 // reads that did not
-	Loads       uint64 // loader calls that returned a value
+	Loads       uint64 // loader calls that returned a value or ErrNotFound
 	LoadErrors  uint64 // loader calls that failed
 	RedisErrors uint64 // Redis failures that GetOrLoad answered past
 }

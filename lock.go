@@ -11,11 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// fenceCounterLife is how long a fencing counter outlives the last
-// acquisition of its key. Fences stay increasing after it expires, because
-// they are also bounded below by the server's clock (see acquireScript).
-const fenceCounterLife = 24 * time.Hour // also in acquireScript
-
 // Locker hands out distributed locks kept in Redis. A lock is a key holding
 // a random token, set only if absent and with a millisecond expiry, so it is
 // compatible with the plain SET NX locks of other programs: theirs exclude
@@ -124,12 +119,13 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 		holderTTL := time.Duration(-1) // unknown until an attempt says
 		if retry > 1 || w == nil {
+			sent := time.Now()
 			fence, held, err := l.store.obtain(ctx, lk.keys, lk.token, ttl)
 			if err != nil {
 				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}
 			if held == 0 {
-				lk.fence = fence
+				lk.fence, lk.validUntil = fence, validUntil(sent, ttl)
 				l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 				return lk, nil
 			}
@@ -177,7 +173,7 @@ func (l *Locker) validate(op, key string, ttl time.Duration) error {
 		return fmt.Errorf("rediskit: %s %q: %w", op, key, l.cfg.err)
 	}
 	if l.store == nil {
-		return fmt.Errorf("rediskit: %s %q: Locker not made by NewLocker: %w", op, key, ErrInvalidArgument)
+		return fmt.Errorf("rediskit: %s %q: Locker not made by NewLocker or NewRedlock: %w", op, key, ErrInvalidArgument)
 	}
 	if key == "" {
 		return fmt.Errorf("rediskit: %s: empty key: %w", op, ErrInvalidArgument)
@@ -198,11 +194,12 @@ func checkLockTTL(op, key string, ttl time.Duration) error {
 //
 // A Lock is safe for concurrent use by multiple goroutines.
 type Lock struct {
-	l     *Locker
-	key   string // as the caller gave it
-	keys  lockKeys
-	token string
-	fence int64
+	l          *Locker
+	key        string // as the caller gave it
+	keys       lockKeys
+	token      string
+	fence      int64
+	validUntil time.Time // when the lock is sure to be held until, as of acquisition
 }
 
 // Key returns the key the lock was taken on, without the key prefix.
@@ -295,6 +292,14 @@ func (lk *Lock) check(op string) error {
 		return fmt.Errorf("rediskit: %s: nil or zero Lock: %w", op, ErrInvalidArgument)
 	}
 	return lk.l.cfg.err
+}
+
+// validUntil returns the time until which a lock whose TTL was set to ttl
+// by a request sent at sent is sure to be held: the key cannot have expired
+// earlier, less an allowance for the client's and the server's clocks
+// drifting apart (1% of ttl, plus 2 ms), as Redlock computes its validity.
+func validUntil(sent time.Time, ttl time.Duration) time.Time {
+	return sent.Add(ttl - ttl/100 - 2*time.Millisecond)
 }
 
 // newToken returns 16 random bytes from crypto/rand as 22 URL-safe

@@ -426,12 +426,36 @@ func TestWithLockLeavesNoGoroutine(t *testing.T) {
 		require.NoError(t, l.WithLock(ctx, "k", func(context.Context) error {
 			time.Sleep(10 * time.Millisecond)
 			return nil
-		}, rediskit.WithLockTTL(9*time.Millisecond)))
+		}, rediskit.WithLockTTL(12*time.Millisecond)))
 	}
 	assert.PanicsWithValue(t, "x", func() {
 		_ = l.WithLock(ctx, "k", func(context.Context) error { panic("x") })
 	})
 	goleak.VerifyNone(t, append(ignoreMiniredis, ignore)...)
+}
+
+func TestWithLockStopsFnBeforeTheLockCanExpire(t *testing.T) {
+	client, mr := onMiniredis(t)
+	l := newLocker(t, client)
+	const ttl = 2 * time.Second
+	var cancelledAt time.Time
+	var cause error
+	start := time.Now() // the acquisition is sent after this: the key lives at least until start+ttl
+	err := l.WithLock(context.Background(), "k", func(ctx context.Context) error {
+		mr.Close() // from now on every refresh fails
+		select {
+		case <-ctx.Done():
+			cancelledAt, cause = time.Now(), context.Cause(ctx)
+		case <-time.After(2 * ttl):
+		}
+		return nil
+	}, rediskit.WithLockTTL(ttl))
+	assert.ErrorIs(t, err, rediskit.ErrLockNotHeld)
+	assert.ErrorIs(t, cause, rediskit.ErrLockNotHeld)
+	require.False(t, cancelledAt.IsZero(), "fn was not cancelled")
+	// Another owner could take the key from start+ttl on; fn must have been
+	// told before (the watchdog aims at 1% of ttl plus 2 ms earlier).
+	assert.True(t, cancelledAt.Before(start.Add(ttl)), "cancelled %v after start, TTL %v", cancelledAt.Sub(start), ttl)
 }
 
 func TestLockerEventsAndStats(t *testing.T) {

@@ -250,11 +250,20 @@ func (n *notifier) unwatch(w *waiter) {
 // wakeOne wakes the oldest waiter that has no wake-up pending.
 func wakeOne(ch *channel) {
 	for _, w := range ch.waiters {
-		select {
-		case w.wake <- struct{}{}:
+		if w.signal() {
 			return
-		default:
 		}
+	}
+}
+
+// signal gives w a wake-up, unless it has one pending, and reports whether
+// it did.
+func (w *waiter) signal() bool {
+	select {
+	case w.wake <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -284,10 +293,7 @@ func (n *notifier) receive(sub *subscription) {
 				// waiter to retry. The next read reconnects and resubscribes.
 				for _, ch := range sub.channels {
 					for _, w := range ch.waiters {
-						select {
-						case w.wake <- struct{}{}:
-						default:
-						}
+						w.signal()
 					}
 				}
 				n.mu.Unlock()

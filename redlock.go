@@ -155,8 +155,7 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 			holderTTL = holders[i]
 		}
 	}
-	validity := ttl - time.Since(start) - ttl/100 - 2*time.Millisecond
-	if taken >= q.majority() && validity > 0 {
+	if taken >= q.majority() && time.Now().Before(validUntil(start, ttl)) {
 		q.raiseFences(ctx, k, ttl, fences, errs, best)
 		return best, 0, nil
 	}
@@ -185,12 +184,11 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 // node with this one, issues a larger fence. A node that fails here only
 // weakens that for itself, so failures are not the acquisition's.
 func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration, fences []int64, errs []error, best int64) {
-	life := (ttl + fenceCounterLife).Milliseconds()
 	q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
 		if errs[i] != nil || fences[i] == 0 || fences[i] >= best {
 			return nil
 		}
-		return raiseFenceScript.Run(ctx, c, []string{k.companion}, best, life).Err()
+		return raiseFenceScript.Run(ctx, c, []string{k.companion}, best, ttl.Milliseconds()).Err()
 	})
 }
 

@@ -1,6 +1,23 @@
 package rediskit
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fenceCounterLife is how long a fencing counter outlives the TTL of the
+// last lock that used it. Fences stay increasing after it expires, because
+// they are also bounded below by the server's clock (see acquireScript).
+const fenceCounterLife = 24 * time.Hour
+
+// newFenceScript makes a script whose text counts on FENCE_LIFE_MS being
+// fenceCounterLife in milliseconds.
+func newFenceScript(src string) *redis.Script {
+	return redis.NewScript(strings.ReplaceAll(src, "FENCE_LIFE_MS", strconv.FormatInt(fenceCounterLife.Milliseconds(), 10)))
+}
 
 // The Lua scripts run through redis.Script: EVALSHA, with EVAL as the
 // fallback when the server answers NOSCRIPT (after a restart, a failover or
@@ -10,7 +27,7 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot).
 // ARGV[1] the token; ARGV[2] the TTL in milliseconds. The counter outlives
-// the lock by 24 hours (fenceCounterLife).
+// the lock by fenceCounterLife.
 // Reply: {1, fence} when obtained; {0, pttl} when another owner holds the
 // key, pttl being the holder's remaining TTL (-1 when it has none).
 //
@@ -19,7 +36,7 @@ import "github.com/redis/go-redis/v9"
 // failover, so the counter can expire instead of piling up one key per lock
 // name forever. A key that already holds this token (a retried acquire whose
 // first reply was lost) counts as obtained, with its TTL renewed.
-var acquireScript = redis.NewScript(`
+var acquireScript = newFenceScript(`
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 	local cur = redis.pcall('GET', KEYS[1])
 	if cur ~= ARGV[1] then
@@ -33,7 +50,7 @@ local last = tonumber(redis.call('GET', KEYS[2]))
 if last and last >= fence then
 	fence = last + 1
 end
-redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', tonumber(ARGV[2]) + 86400000)
+redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', tonumber(ARGV[2]) + FENCE_LIFE_MS)
 return {1, fence}
 `)
 
@@ -87,14 +104,14 @@ return -3
 // Redlock acquisition writes its fence to the nodes that granted it with a
 // lower one.
 //
-// KEYS[1] the fencing counter. ARGV[1] the fence; ARGV[2] the counter's
-// lifetime in milliseconds.
+// KEYS[1] the fencing counter. ARGV[1] the fence; ARGV[2] the lock's TTL in
+// milliseconds, which the counter outlives by fenceCounterLife.
 // Reply: 1 when raised, 0 when the counter was already at least the fence.
-var raiseFenceScript = redis.NewScript(`
+var raiseFenceScript = newFenceScript(`
 local last = tonumber(redis.call('GET', KEYS[1]))
 if last and last >= tonumber(ARGV[1]) then
 	return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + FENCE_LIFE_MS)
 return 1
 `)

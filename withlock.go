@@ -22,13 +22,14 @@ type lockConfig struct {
 // WithLockTTL returns a LockOption that sets the TTL of the lock WithLock
 // takes. The lock is refreshed every third of it while fn runs, so the TTL
 // bounds how long the lock outlives a crashed holder, not how long fn may
-// run. The default is 10 seconds; a ttl below 3 milliseconds is invalid.
+// run. The default is 10 seconds; a ttl below 10 milliseconds, too short to
+// refresh across the clock-drift allowance, is invalid.
 func WithLockTTL(ttl time.Duration) LockOption { return lockTTLOption(ttl) }
 
 type lockTTLOption time.Duration
 
 func (o lockTTLOption) applyLock(c *lockConfig) {
-	if time.Duration(o) < 3*time.Millisecond {
+	if time.Duration(o) < 10*time.Millisecond {
 		c.err = fmt.Errorf("rediskit: option WithLockTTL(%v): %w", time.Duration(o), ErrInvalidArgument)
 		return
 	}
@@ -61,9 +62,11 @@ func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)",
 // the lock's TTL.
 //
 // fn's context is a child of ctx. If a refresh finds the lock gone, or
-// refreshes fail for a whole TTL so that the lock may have expired, fn's
-// context is cancelled at once with a cause wrapping [ErrLockNotHeld] (see
-// [context.Cause]), and WithLock's error wraps ErrLockNotHeld too.
+// refreshes fail until the lock may have expired (a TTL after the last
+// successful refresh, or the acquisition, was sent, less 1% of the TTL and
+// 2 ms for the clocks' drift), fn's context is cancelled at once with a
+// cause wrapping [ErrLockNotHeld] (see [context.Cause]), and WithLock's
+// error wraps ErrLockNotHeld too.
 //
 // WithLock returns fn's error, joined with the error of losing or releasing
 // the lock, if any. It returns an error wrapping [ErrNotObtained] if the lock
@@ -128,33 +131,51 @@ func startWatchdog(ctx context.Context, lk *Lock, ttl time.Duration, cancelFn co
 	return w
 }
 
-// loop refreshes until ctx ends, and returns the error that lost the lock.
+// loop refreshes until ctx ends, and returns the error that lost the lock:
+// a refresh that found it gone, or refreshes failing until the moment the
+// lock may have expired, which a timer catches between ticks.
 func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error {
 	interval := ttl / 3
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	// The lock is certain to be held until ttl after the last successful
-	// refresh was sent; acquisition counts as one.
-	heldUntil := time.Now().Add(ttl)
+	// refresh (or the acquisition) was sent, less the clocks' drift.
+	heldUntil := lk.validUntil
+	expiry := time.NewTimer(time.Until(heldUntil))
+	defer expiry.Stop()
+	var failure error // the last refresh's error
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-expiry.C:
+			if failure == nil {
+				return fmt.Errorf("rediskit: lock %q lost: not refreshed within its TTL: %w", lk.key, ErrLockNotHeld)
+			}
+			return fmt.Errorf("rediskit: lock %q lost: not refreshed within its TTL: %w: %w", lk.key, ErrLockNotHeld, failure)
+		case <-tick.C:
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, interval)
+		deadline := sent.Add(interval)
+		if heldUntil.Before(deadline) {
+			deadline = heldUntil
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		err := lk.Refresh(rctx, ttl)
 		cancel()
 		switch {
 		case err == nil:
-			heldUntil = sent.Add(ttl)
+			heldUntil = validUntil(sent, ttl)
+			if !expiry.Stop() {
+				<-expiry.C // fired during the refresh: drop the stale tick
+			}
+			expiry.Reset(time.Until(heldUntil))
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrLockNotHeld):
 			return fmt.Errorf("rediskit: lock %q lost: %w", lk.key, err)
-		case !time.Now().Before(heldUntil):
-			return fmt.Errorf("rediskit: lock %q lost: refreshes failed for its whole TTL: %w: %w", lk.key, ErrLockNotHeld, err)
+		default:
+			failure = err // the expiry timer decides
 		}
 	}
 }

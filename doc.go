@@ -37,6 +37,65 @@
 // (one subscription per Locker; see [Locker.Close]), and are also bounded by
 // backoff and by the holder's remaining TTL.
 //
+// # Guarantees and failure modes
+//
+// What holds, on any go-redis client, whatever its timeout settings:
+//
+//   - Validity. A Lock is held until its validity ends: the send time of
+//     the last successful acquisition or refresh, plus the TTL, less a
+//     drift allowance of 1% of the TTL plus 2 ms. Redis cannot expire the
+//     key earlier unless its clock runs more than 1% faster than the
+//     client's. An acquisition whose reply arrives after its validity ended
+//     is not a lock: it is released, and the attempt fails with
+//     [ErrNotObtained]. The shortest TTL is [MinLockTTL] ([MinRedlockTTL]
+//     for Redlock).
+//   - Loss is told in time. [Locker.WithLock] refreshes every third of the
+//     TTL, retries a refresh that failed within 50 ms, and cancels fn's
+//     context, with cause [ErrLockNotHeld], no later than the validity's
+//     end, by a timer that never waits behind a Redis call: a blackholed or
+//     slow connection cannot keep fn running on a lock another owner may
+//     hold. What fn does after its context is done is not protected.
+//   - Deadlines. Every call returns within its context's deadline, and
+//     [Locker.AcquireWithTimeout] within its timeout, plus a few
+//     milliseconds (20 ms at most for a wait's last attempt), even when
+//     Redis does not answer. (WithLock's release, which must outlive a
+//     cancelled context, is bounded by the lock's TTL instead.) A Redis
+//     call its caller stopped waiting for
+//     goes on in the background until the client gives up on it (its
+//     ReadTimeout, 3 s by default) and is settled when its reply comes: an
+//     acquisition nobody will use is released. [Locker.Close] waits for
+//     those calls.
+//   - Transient errors. A wait rides out connection errors, timeouts,
+//     LOADING, TRYAGAIN, CLUSTERDOWN and failovers until its timeout, and
+//     then returns [ErrNotObtained] wrapping the last error. TryAcquire, a
+//     single attempt, returns Redis's error.
+//   - Foreign writers. A release by another program, which publishes no
+//     wake-up, or an expiry, is noticed by a waiting acquisition within one
+//     backoff sleep (at most the backoff's cap: 512 ms by default) and a
+//     round trip.
+//   - All-or-nothing. Every script validates what can fail (a key of the
+//     wrong type under the lock's or its counter's name) before its first
+//     write, so an error leaves Redis as it was.
+//
+// What does not hold without help:
+//
+//   - A single Redis, and a Cluster, replicate asynchronously: a failover can
+//     lose a lock that the old master granted. [NewRedlock] survives the
+//     loss of a minority of independent masters.
+//   - A holder paused past its validity (a GC pause, a stopped VM) may act
+//     after its context was cancelled; so may a write already in flight. Pass
+//     [Lock.Fence] to the protected storage and have it reject lower fences.
+//   - Clocks: the drift allowance covers a client and server clock rate
+//     difference of 1%, not a clock that jumps.
+//
+// What to set on the go-redis client: ContextTimeoutEnabled: true lets a
+// call with a deadline run on the caller's goroutine, saving a goroutine and
+// a few allocations per call (a cancellation before the deadline is then
+// noticed at the deadline); keep ReadTimeout and WriteTimeout bounded, since
+// they bound the calls that run on after their callers left. Choose a TTL
+// well above the round trip and the longest pause you expect: the default
+// of [Locker.WithLock], 10 s, leaves 3.3 s between refreshes.
+//
 // [NewRedlock] makes a Locker that keeps each lock on a majority of several
 // independent Redis masters (Redlock), so that losing a minority of them
 // loses no lock; its documentation says what that does and does not

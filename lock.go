@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"reflect"
 	"time"
@@ -39,12 +40,17 @@ func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
 
 // Close ends the Locker's pub/sub subscription, which it opens the first
 // time an acquisition has to wait and otherwise closes after 30 seconds
-// without waiters, and waits for its goroutine to exit. Acquisitions waiting
-// at the time, and later ones, go on with backoff alone; locks already held
-// are not affected. Close does not close the client. It always returns nil.
+// without waiters, and waits for its goroutine to exit. It also waits for
+// the Redis calls whose callers stopped waiting for them (their context
+// ended first), which end within the client's own timeouts: a call whose
+// reply comes after its caller gave up is settled then, for instance a lock
+// nobody will use is released. Acquisitions waiting at the time, and later
+// ones, go on with backoff alone, and their calls are no longer cut short
+// by their context; locks already held are not affected. Close does not
+// close the client. It always returns nil.
 func (l *Locker) Close() error {
 	if l != nil && l.store != nil {
-		l.store.notifier().close()
+		l.store.close()
 	}
 	return nil
 }
@@ -62,8 +68,13 @@ func (l *Locker) Stats() LockStats {
 
 // TryAcquire makes one attempt to lock key for ttl, in one round trip, and
 // returns at once. It returns an error wrapping [ErrNotObtained] if another
-// owner holds the key, [ErrInvalidArgument] for an empty key or a ttl below
-// one millisecond, or the context's or Redis's error.
+// owner holds the key, or if Redis granted the lock so late that its
+// validity (ttl from when the request was sent, less the drift allowance
+// of 1% of ttl plus 2 ms) had run out, in which case the grant is released;
+// [ErrInvalidArgument] for an empty key or a ttl below [MinLockTTL]; or the
+// context's or Redis's error. It returns within ctx's deadline even when
+// Redis does not answer (see "Guarantees and failure modes" in the package
+// documentation).
 func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	return l.acquire(ctx, key, ttl, 0)
 }
@@ -74,23 +85,35 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // the holder releases, the longest-waiting goroutine of the process first;
 // one that starts while goroutines of the process already wait for the key
 // queues behind them instead of trying first.
+//
 // It also retries when the Locker's [Backoff] says, never sleeping past the
 // holder's remaining TTL (which each failed attempt returns) nor past the
-// timeout, where it makes a last attempt; so a lost message or a holder that
-// expires instead of releasing never stalls it. A timeout of 0 makes one
-// attempt, like TryAcquire.
+// timeout, where it makes a last attempt; so a lost message, a holder that
+// expires instead of releasing, or a release by another program (which
+// publishes nothing) costs at most one backoff sleep, never more than the
+// backoff's cap (512 ms by default), plus a round trip. Redis errors that
+// go away by themselves (a broken or refused connection, a timeout,
+// LOADING, TRYAGAIN, CLUSTERDOWN, a failover) are retried the same way
+// until the timeout. A timeout of 0 makes one attempt, like TryAcquire.
 //
-// It returns an error wrapping [ErrNotObtained] when the timeout runs out,
-// the context's error when ctx ends first (so errors.Is(err,
-// context.Canceled) holds), [ErrInvalidArgument] for an empty key, a ttl
-// below one millisecond or a negative timeout, or Redis's error. On failure
-// it leaves nothing in Redis.
+// It returns within the timeout or ctx's deadline, whichever is first, plus
+// a few milliseconds, even when Redis does not answer. It returns an error
+// wrapping [ErrNotObtained] when the timeout runs out (wrapping also the
+// last Redis error, if attempts failed), the context's error when ctx ends
+// first (so errors.Is(err, context.Canceled) holds), [ErrInvalidArgument]
+// for an empty key, a ttl below [MinLockTTL] or a negative timeout, or
+// Redis's error when it is not one that a wait can outlast. On failure it
+// leaves nothing in Redis.
 func (l *Locker) AcquireWithTimeout(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
 	if timeout < 0 {
 		return nil, fmt.Errorf("rediskit: acquire %q: negative timeout %v: %w", key, timeout, ErrInvalidArgument)
 	}
 	return l.acquire(ctx, key, ttl, timeout)
 }
+
+// lastAttemptGrace is how long the last attempt of a wait, made when the
+// timeout runs out, may take past it.
+const lastAttemptGrace = 20 * time.Millisecond
 
 func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
 	if err := l.validate("acquire", key, ttl); err != nil {
@@ -100,41 +123,61 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 	}
-	lk := &Lock{l: l, key: key, keys: newLockKeys(l.cfg.prefix + key), token: token}
+	lk := &Lock{l: l, key: key, keys: newLockKeys(l.cfg.prefix + key), token: token, ttl: ttl}
 	start := time.Now()
+	actx := ctx // what each attempt runs on
 	var w *waiter
+	if timeout > 0 {
+		// Each attempt is bounded by the wait, so that an attempt Redis
+		// does not answer cannot hold the caller past it.
+		var cancel context.CancelFunc
+		actx, cancel = context.WithDeadline(ctx, start.Add(timeout+lastAttemptGrace))
+		defer cancel()
+		// Behind waiters of this process, wait for a turn instead of
+		// snatching the lock from the one a release has just woken.
+		w = l.store.notifier().queue(lk.keys.companion)
+	}
 	defer func() {
 		if w != nil {
 			l.store.notifier().unwatch(w)
 		}
 	}()
-	if timeout > 0 {
-		// Behind waiters of this process, wait for a turn instead of
-		// snatching the lock from the one a release has just woken.
-		w = l.store.notifier().queue(lk.keys.companion)
-	}
+	var lastErr error // the last attempt's error, if a wait is riding it out
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		holderTTL := time.Duration(-1) // unknown until an attempt says
 		if retry > 1 || w == nil {
-			sent := time.Now()
-			fence, held, err := l.store.obtain(ctx, lk.keys, lk.token, ttl)
-			if err != nil {
-				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
-			}
-			if held == 0 {
-				lk.fence, lk.validUntil = fence, validUntil(sent, ttl)
+			g, err := l.store.obtain(actx, lk.keys, lk.token, ttl)
+			switch {
+			case err == nil && g.held:
+				lk.fence, lk.validUntil = g.fence, g.validUntil
 				l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 				return lk, nil
+			case err == nil:
+				l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
+				holderTTL, lastErr = g.holderTTL, nil
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ctx.Err())
+			case timeout == 0:
+				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+			case actx.Err() != nil:
+				// The wait's own bound, not the caller's deadline: no
+				// context error may leak into what we say.
+				lastErr = fmt.Errorf("no reply within the wait of %v", timeout)
+			case errors.Is(err, errLateReply) || transient(err):
+				lastErr = err
+			default:
+				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}
-			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
-			holderTTL = held
 		}
 		left := timeout - time.Since(start)
 		if left <= 0 {
-			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start)})
+			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start), Err: lastErr})
+			if lastErr != nil {
+				return nil, fmt.Errorf("rediskit: acquire %q: %w, last error: %w", key, ErrNotObtained, lastErr)
+			}
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
 		}
 		if w == nil {
@@ -142,16 +185,11 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			// subscribed first: a release between the failed attempt and
 			// the subscription published to nobody.
 			var joined bool
-			if w, joined = l.store.notifier().watch(ctx, lk.keys.companion); w != nil && !joined {
+			if w, joined = l.store.notifier().watch(actx, lk.keys.companion); w != nil && !joined {
 				continue
 			}
 		}
 		sleep := l.cfg.backoff.Next(retry)
-		if w != nil {
-			// Subscribed, polling is only the fallback for releases that
-			// publish nothing (another library's, or an expiry).
-			sleep *= subscribedBackoffFactor
-		}
 		if holderTTL > 0 && sleep > holderTTL {
 			sleep = holderTTL
 		}
@@ -178,12 +216,17 @@ func (l *Locker) validate(op, key string, ttl time.Duration) error {
 	if key == "" {
 		return fmt.Errorf("rediskit: %s: empty key: %w", op, ErrInvalidArgument)
 	}
-	return checkLockTTL(op, key, ttl)
+	return checkLockTTL(op, key, ttl, l.store.minTTL())
 }
 
-func checkLockTTL(op, key string, ttl time.Duration) error {
-	if ttl < time.Millisecond {
-		return fmt.Errorf("rediskit: %s %q: ttl %v below 1ms: %w", op, key, ttl, ErrInvalidArgument)
+// MinLockTTL is the shortest TTL a lock may have: the drift allowance
+// (1% of the TTL plus 2 ms) must leave the holder a useful validity.
+// [NewRedlock] locks need more; see its documentation.
+const MinLockTTL = 10 * time.Millisecond
+
+func checkLockTTL(op, key string, ttl, min time.Duration) error {
+	if ttl < min {
+		return fmt.Errorf("rediskit: %s %q: ttl %v below %v: %w", op, key, ttl, min, ErrInvalidArgument)
 	}
 	return nil
 }
@@ -198,6 +241,7 @@ type Lock struct {
 	key        string // as the caller gave it
 	keys       lockKeys
 	token      string
+	ttl        time.Duration // as acquired
 	fence      int64
 	validUntil time.Time // when the lock is sure to be held until, as of acquisition
 }
@@ -237,7 +281,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if err := lk.check("release"); err != nil {
 		return err
 	}
-	held, err := lk.l.store.release(ctx, lk.keys, lk.token)
+	held, err := lk.l.store.release(ctx, lk.keys, lk.token, lk.ttl)
 	if err != nil {
 		return fmt.Errorf("rediskit: release %q: %w", lk.key, err)
 	}
@@ -256,7 +300,7 @@ func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := lk.check("refresh"); err != nil {
 		return err
 	}
-	if err := checkLockTTL("refresh", lk.key, ttl); err != nil {
+	if err := checkLockTTL("refresh", lk.key, ttl, lk.l.store.minTTL()); err != nil {
 		return err
 	}
 	held, err := lk.l.store.refresh(ctx, lk.keys, lk.token, ttl)
@@ -276,7 +320,7 @@ func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if err := lk.check("ttl"); err != nil {
 		return 0, err
 	}
-	ttl, held, err := lk.l.store.pttl(ctx, lk.keys, lk.token)
+	ttl, held, err := lk.l.store.pttl(ctx, lk.keys, lk.token, lk.ttl)
 	if err != nil {
 		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, err)
 	}

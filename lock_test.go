@@ -426,7 +426,7 @@ func TestWithLockLeavesNoGoroutine(t *testing.T) {
 		require.NoError(t, l.WithLock(ctx, "k", func(context.Context) error {
 			time.Sleep(10 * time.Millisecond)
 			return nil
-		}, rediskit.WithLockTTL(12*time.Millisecond)))
+		}, rediskit.WithLockTTL(60*time.Millisecond)))
 	}
 	assert.PanicsWithValue(t, "x", func() {
 		_ = l.WithLock(ctx, "k", func(context.Context) error { panic("x") })

@@ -28,14 +28,9 @@ var (
 	notifyTick = time.Second
 )
 
-const (
-	// confirmWait bounds the wait for a subscription's confirmation; past
-	// it, the waiter goes on with backoff alone.
-	confirmWait = time.Second
-	// subscribedBackoffFactor stretches the backoff of a subscribed waiter,
-	// for which polling is only a fallback.
-	subscribedBackoffFactor = 4
-)
+// confirmWait bounds the wait for a subscription's confirmation; past it,
+// the waiter goes on with backoff alone.
+const confirmWait = time.Second
 
 type notifyMode int
 

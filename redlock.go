@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,14 +20,25 @@ import (
 // of a tenth of the TTL (between 10 ms and 1 s), and succeeds when a majority
 // took the lock while the lock's validity, ttl minus the time the attempt
 // took minus an allowance for clock drift (1% of ttl plus 2 ms), is still
-// positive; otherwise it releases whatever it took. Release, Refresh and TTL
-// act on every node and count a majority. Its Locks, Lock methods, WithLock,
-// options and events are those of any Locker. Waiting acquisitions are woken
-// through the first node's pub/sub, and fall back to backoff when it is down.
+// positive, and its fence was written back to a majority (see below);
+// otherwise it releases whatever it took, without waking anyone, and a
+// waiting acquisition sleeps its backoff before trying again, so that
+// contenders do not split the vote in lockstep. Release, Refresh and TTL act
+// on every node and count a majority. Each operation waits for a node at
+// most the per-node timeout of the lock's TTL, once, whatever the client's
+// own timeouts: a node that does not answer costs that, a minority of them
+// never loses a lock, and a call abandoned on a node is settled (a lock
+// nobody will use is released there) when the node answers. Its Locks, Lock
+// methods, WithLock, options and events are those of any Locker. Waiting
+// acquisitions are woken through the first node's pub/sub, and fall back to
+// backoff when it is down.
 //
 // There must be an odd number of at least three clients, none nil;
 // otherwise every method returns an error wrapping [ErrInvalidArgument].
-// Errors caused by nodes are [NodeError] values, joined, naming each node.
+// A TTL below [MinRedlockTTL] is an ErrInvalidArgument too. Errors caused
+// by nodes are [NodeError] values, joined on one line, naming each node; a
+// node that did not answer in time says so, and does not make the error
+// match context.DeadlineExceeded, which means the caller's own deadline.
 //
 // What Redlock gives: the lock survives the failure of a minority of nodes,
 // where a single Redis (even with replicas, whose replication is
@@ -37,7 +50,8 @@ import (
 // Redlock fence is the largest fence of the majority that granted the lock,
 // and that value is then written to the counters of that majority, so any
 // later majority, which shares a node with it, issues a strictly larger
-// one, as long as no node loses its counter and clock together.
+// one, as long as no node loses its counter and clock together; an
+// acquisition whose write-back does not reach a majority fails.
 func NewRedlock(clients []redis.UniversalClient, opts ...Option) *Locker {
 	l := &Locker{cfg: newConfig(opts)}
 	q := &quorum{nodes: make([]redisNode, len(clients))}
@@ -58,6 +72,7 @@ func NewRedlock(clients []redis.UniversalClient, opts ...Option) *Locker {
 	} else {
 		q.notify = &notifier{mode: notifyNone}
 	}
+	q.calls = &calls{} // every node call runs on a goroutine of its own
 	l.store = q
 	return l
 }
@@ -91,35 +106,27 @@ func nodeName(i int, c redis.UniversalClient) string {
 type quorum struct {
 	nodes  []redisNode
 	notify *notifier
+	calls  *calls
 }
 
 func (q *quorum) notifier() *notifier { return q.notify }
 
 func (q *quorum) majority() int { return len(q.nodes)/2 + 1 }
 
-// each runs fn on every node in parallel, each call bounded by timeout, and
-// returns the nodes' errors, wrapped in NodeError, by position. It returns
-// when every call has.
-func (q *quorum) each(ctx context.Context, timeout time.Duration, fn func(ctx context.Context, i int, c redis.UniversalClient) error) []error {
-	errs := make([]error, len(q.nodes))
-	ctx, cancel := context.WithTimeout(ctx, timeout) // the calls run at once: one deadline serves all
-	defer cancel()
-	var wg sync.WaitGroup
-	for i, n := range q.nodes {
-		wg.Add(1)
-		go func(i int, n redisNode) {
-			defer wg.Done()
-			if err := fn(ctx, i, n.client); err != nil {
-				errs[i] = &NodeError{Node: n.name, Err: err}
-			}
-		}(i, n)
-	}
-	wg.Wait()
-	return errs
+func (q *quorum) close() {
+	q.notify.close()
+	q.calls.close()
 }
 
-// nodeTimeout bounds one node's part in an acquisition: a tenth of the TTL,
-// between 10 ms and 1 s.
+// MinRedlockTTL is the shortest TTL a [NewRedlock] lock may have: its
+// validity must cover two rounds of the per-node timeout (the acquisition
+// and the fence write-back) and the drift allowance.
+const MinRedlockTTL = 50 * time.Millisecond
+
+func (q *quorum) minTTL() time.Duration { return MinRedlockTTL }
+
+// nodeTimeout bounds one node's part in one round of an operation: a tenth
+// of the TTL, between 10 ms and 1 s.
 func nodeTimeout(ttl time.Duration) time.Duration {
 	d := ttl / 10
 	if d < 10*time.Millisecond {
@@ -131,124 +138,314 @@ func nodeTimeout(ttl time.Duration) time.Duration {
 	return d
 }
 
-func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (int64, time.Duration, error) {
+// nodeReply is one node's answer in a round of an operation.
+type nodeReply[T any] struct {
+	v   T
+	err error // a *NodeError
+	ok  bool  // the node answered
+}
+
+// round runs op on every node in parallel and returns their replies by
+// position. It returns once every node has answered, or when the per-node
+// timeout passes or ctx ends, whichever is first: a node that does not
+// answer costs the timeout once, whatever the client's own timeouts. A node
+// that answers after round returned has its reply passed to late, if not
+// nil, on a goroutine the Locker's Close waits for.
+func round[T any](q *quorum, ctx context.Context, timeout time.Duration,
+	op func(ctx context.Context, i int, c redis.UniversalClient) (T, error),
+	late func(i int, v T, err error)) []nodeReply[T] {
+	type result struct {
+		i   int
+		v   T
+		err error
+	}
+	n := len(q.nodes)
+	// For clients that honour it; cancelled when the last call returns, not
+	// when round does: a call goes on on the nodes nobody waited for.
+	nctx, cancel := context.WithTimeout(ctx, timeout)
+	var running atomic.Int32
+	running.Store(int32(n))
+	returned := func() {
+		if running.Add(-1) == 0 {
+			cancel()
+		}
+	}
+	results := make(chan result, n)
+	var mu sync.Mutex
+	collecting := true
+	for i, node := range q.nodes {
+		i, c := i, node.client
+		q.calls.background(func() {
+			v, err := op(nctx, i, c)
+			returned()
+			mu.Lock()
+			if collecting {
+				results <- result{i, v, err}
+				mu.Unlock()
+				return
+			}
+			mu.Unlock()
+			if late != nil {
+				late(i, v, err)
+			}
+		})
+	}
+	replies := make([]nodeReply[T], n)
+	record := func(r result) {
+		err := r.err
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = errNoReply(timeout) // the node's timeout, not the caller's
+		}
+		if err != nil {
+			err = &NodeError{Node: q.nodes[r.i].name, Err: err}
+		}
+		replies[r.i] = nodeReply[T]{v: r.v, err: err, ok: true}
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for answered := 0; answered < n; answered++ {
+		select {
+		case r := <-results:
+			record(r)
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	mu.Lock()
+	collecting = false
+	mu.Unlock()
+	for len(results) > 0 { // sent before collecting ended
+		record(<-results)
+	}
+	for i := range replies {
+		if !replies[i].ok {
+			err := ctx.Err()
+			if err == nil {
+				err = errNoReply(timeout)
+			}
+			replies[i].err = &NodeError{Node: q.nodes[i].name, Err: err}
+		}
+	}
+	return replies
+}
+
+// errNoReply is the error of a node that did not answer within timeout. It
+// is not context.DeadlineExceeded: callers test for that to learn whether
+// their own context ran out.
+func errNoReply(timeout time.Duration) error {
+	return fmt.Errorf("no reply within %v", timeout)
+}
+
+func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
 	start := time.Now()
-	fences := make([]int64, len(q.nodes))
-	holders := make([]time.Duration, len(q.nodes))
-	errs := q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
+	timeout := nodeTimeout(ttl)
+	replies := round(q, ctx, timeout, func(ctx context.Context, _ int, c redis.UniversalClient) (grant, error) {
 		reply, err := runAcquire(ctx, c, k, token, ttl)
 		if err != nil {
-			return err
+			return grant{}, err
 		}
-		fences[i], holders[i], err = parseAcquire(reply)
-		return err
+		return parseAcquire(reply)
+	}, func(i int, g grant, err error) {
+		if unknownOutcome(g, err) {
+			q.undoOn(q.nodes[i].client, k, token) // a grant nobody counted
+		}
 	})
 	taken, best := 0, int64(0)
 	holderTTL := time.Duration(0)
-	for i, f := range fences {
-		if errs[i] == nil && holders[i] == 0 {
+	var errs []error
+	for _, r := range replies {
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case r.v.held:
 			taken++
-			if f > best {
-				best = f
-			}
-		} else if errs[i] == nil && (holderTTL == 0 || holders[i] < holderTTL) {
-			holderTTL = holders[i]
+			best = max(best, r.v.fence)
+		case holderTTL == 0 || r.v.holderTTL < holderTTL:
+			holderTTL = r.v.holderTTL
 		}
 	}
-	if taken >= q.majority() && time.Now().Before(validUntil(start, ttl)) {
-		q.raiseFences(ctx, k, ttl, fences, errs, best)
-		return best, 0, nil
+	valid := validUntil(start, ttl)
+	var err error
+	if taken >= q.majority() {
+		if err = q.raiseFences(ctx, k, ttl, replies, best); err == nil {
+			if time.Now().Before(valid) {
+				return grant{held: true, fence: best, validUntil: valid}, nil
+			}
+			err = errLateReply
+		}
 	}
 
-	// Not obtained: undo everywhere, the nodes that failed or timed out
-	// included, since their outcome is unknown.
-	if taken > 0 || errors.Join(errs...) != nil {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), nodeTimeout(ttl))
-		defer cancel()
-		_, _ = q.release(uctx, k, token)
+	// Not obtained: undo what was taken, and in the background what may
+	// have been (a node that failed or did not answer), so that such a node
+	// costs its timeout only once.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	round(q, uctx, timeout, func(ctx context.Context, i int, c redis.UniversalClient) (int64, error) {
+		if r := replies[i]; r.ok && r.v.held {
+			return q.undoScript(ctx, c, k, token)
+		}
+		return 0, nil
+	}, nil)
+	for i, r := range replies {
+		if !r.ok || (r.err != nil && unknownOutcome(r.v, r.err)) {
+			c := q.nodes[i].client
+			q.calls.background(func() { q.undoOn(c, k, token) })
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, 0, err
+	switch {
+	case ctx.Err() != nil:
+		return grant{}, ctx.Err()
+	case err != nil:
+		return grant{}, err
+	case holderTTL != 0:
+		return grant{holderTTL: holderTTL}, nil // held elsewhere: wait and retry
 	}
-	if holderTTL != 0 {
-		return 0, holderTTL, nil // held elsewhere: wait and retry
-	}
-	if err := errors.Join(errs...); err != nil {
-		return 0, 0, fmt.Errorf("redlock: %d of %d nodes took the lock, %d needed: %w", taken, len(q.nodes), q.majority(), err)
-	}
-	return 0, time.Nanosecond, nil // the validity ran out: retry
+	return grant{}, fmt.Errorf("redlock: %d of %d nodes took the lock, %d needed: %w", taken, len(q.nodes), q.majority(), joinNodeErrors(errs))
+}
+
+// unknownOutcome says whether an acquire's reply leaves the lock possibly
+// taken on its node: taken, or an error other than a Redis error reply
+// (the script is all-or-nothing, so such a reply means nothing was written).
+func unknownOutcome(g grant, err error) bool {
+	var replyErr redis.Error
+	return g.held || (err != nil && !errors.As(err, &replyErr))
+}
+
+// undoScript releases token on one node without publishing a wake-up: an
+// attempt that took only a minority has nothing to hand on, and its own
+// Locker, listening on the first node, would wake itself and skip the
+// backoff that keeps contenders from splitting the vote again.
+func (q *quorum) undoScript(ctx context.Context, c redis.UniversalClient, k lockKeys, token string) (int64, error) {
+	return releaseScript.Run(ctx, c, []string{k.key}, token, "", k.companion).Int64()
+}
+
+// undoOn releases token on one node, bounded by undoTimeout.
+func (q *quorum) undoOn(c redis.UniversalClient, k lockKeys, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+	defer cancel()
+	_, _ = q.undoScript(ctx, c, k, token)
 }
 
 // raiseFences writes the lock's fence into the counters of the nodes that
-// granted it with a lower one, so that the next majority, which shares a
-// node with this one, issues a larger fence. A node that fails here only
-// weakens that for itself, so failures are not the acquisition's.
-func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration, fences []int64, errs []error, best int64) {
-	q.each(ctx, nodeTimeout(ttl), func(ctx context.Context, i int, c redis.UniversalClient) error {
-		if errs[i] != nil || fences[i] == 0 || fences[i] >= best {
-			return nil
+// granted it with a lower one, so that every later majority, which shares
+// a node with this one, issues a larger fence. That holds only if a
+// majority's counters reach the fence, so an acquisition whose write-back
+// falls short of a majority fails.
+func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration, granted []nodeReply[grant], best int64) error {
+	timeout := nodeTimeout(ttl)
+	replies := round(q, ctx, timeout, func(ctx context.Context, i int, c redis.UniversalClient) (bool, error) {
+		if g := granted[i]; g.err != nil || !g.ok || !g.v.held {
+			return false, nil
+		} else if g.v.fence >= best {
+			return true, nil
 		}
-		return raiseFenceScript.Run(ctx, c, []string{k.companion}, best, ttl.Milliseconds()).Err()
-	})
+		return true, raiseFenceScript.Run(ctx, c, []string{k.companion}, best, ttl.Milliseconds()).Err()
+	}, nil)
+	n := 0
+	var errs []error
+	for _, r := range replies {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		} else if r.v {
+			n++
+		}
+	}
+	if n >= q.majority() {
+		return nil
+	}
+	return fmt.Errorf("redlock: fence written on %d of %d nodes, %d needed: %w", n, len(q.nodes), q.majority(), joinNodeErrors(errs))
 }
 
-func (q *quorum) release(ctx context.Context, k lockKeys, token string) (bool, error) {
-	return q.majorityOf(ctx, time.Second, func(ctx context.Context, c redis.UniversalClient) (int64, error) {
+func (q *quorum) release(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
+	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
 		return releaseScript.Run(ctx, c, []string{k.key}, token, notifyModeFor(c).publishCommand(), k.companion).Int64()
 	})
 }
 
 func (q *quorum) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
-	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, c redis.UniversalClient) (int64, error) {
+	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
 		return refreshScript.Run(ctx, c, []string{k.key}, token, ttl.Milliseconds()).Int64()
 	})
 }
 
 // majorityOf runs a token-checked script on every node and says whether a
 // majority answered 1.
-func (q *quorum) majorityOf(ctx context.Context, timeout time.Duration, run func(ctx context.Context, c redis.UniversalClient) (int64, error)) (bool, error) {
-	var yes atomic.Int32
-	errs := q.each(ctx, timeout, func(ctx context.Context, _ int, c redis.UniversalClient) error {
-		n, err := run(ctx, c)
-		if n == 1 {
-			yes.Add(1)
+func (q *quorum) majorityOf(ctx context.Context, timeout time.Duration, run func(ctx context.Context, i int, c redis.UniversalClient) (int64, error)) (bool, error) {
+	replies := round(q, ctx, timeout, run, nil)
+	yes := 0
+	var errs []error
+	for _, r := range replies {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		} else if r.v == 1 {
+			yes++
 		}
-		return err
-	})
-	return q.count(int(yes.Load()), errs)
+	}
+	return q.count(ctx, yes, errs)
 }
 
 // pttl returns the time until fewer than a majority of the nodes hold the
-// lock: the majority-th longest of their TTLs.
-func (q *quorum) pttl(ctx context.Context, k lockKeys, token string) (time.Duration, bool, error) {
-	ttls := make([]time.Duration, len(q.nodes))
-	held := make([]bool, len(q.nodes))
-	errs := q.each(ctx, time.Second, func(ctx context.Context, i int, c redis.UniversalClient) error {
-		n, err := pttlScript.Run(ctx, c, []string{k.key}, token).Int64()
-		ttls[i], held[i] = pttlReply(n), err == nil && n != -3
-		return err
-	})
+// lock: the majority-th longest of their TTLs, a node holding it without
+// expiry counting as the longest.
+func (q *quorum) pttl(ctx context.Context, k lockKeys, token string, ttl time.Duration) (time.Duration, bool, error) {
+	replies := round(q, ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
+		return pttlScript.Run(ctx, c, []string{k.key}, token).Int64()
+	}, nil)
 	var mine []time.Duration
-	for i, h := range held {
-		if h {
-			mine = append(mine, ttls[i])
+	var errs []error
+	for _, r := range replies {
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case r.v == -1:
+			mine = append(mine, time.Duration(math.MaxInt64)) // no expiry
+		case r.v != -3:
+			mine = append(mine, pttlReply(r.v))
 		}
 	}
-	if ok, err := q.count(len(mine), errs); !ok {
+	if ok, err := q.count(ctx, len(mine), errs); !ok {
 		return 0, false, err
 	}
 	sort.Slice(mine, func(a, b int) bool { return mine[a] > mine[b] })
-	return mine[q.majority()-1], true, nil
+	if d := mine[q.majority()-1]; d != math.MaxInt64 {
+		return d, true, nil
+	}
+	return -1, true, nil
 }
 
 // count says whether n nodes are a majority; if not, and nodes failed, the
 // nodes' errors are the reason.
-func (q *quorum) count(n int, errs []error) (bool, error) {
+func (q *quorum) count(ctx context.Context, n int, errs []error) (bool, error) {
 	if n >= q.majority() {
 		return true, nil
 	}
-	if err := errors.Join(errs...); err != nil {
-		return false, fmt.Errorf("redlock: %d of %d nodes, %d needed: %w", n, len(q.nodes), q.majority(), err)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if len(errs) > 0 {
+		return false, fmt.Errorf("redlock: %d of %d nodes, %d needed: %w", n, len(q.nodes), q.majority(), joinNodeErrors(errs))
 	}
 	return false, nil
 }
+
+// nodeErrors is the errors of several nodes, on one line.
+type nodeErrors []error
+
+func joinNodeErrors(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return nodeErrors(errs)
+}
+
+func (e nodeErrors) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e nodeErrors) Unwrap() []error { return e }

@@ -36,7 +36,13 @@ func newFenceScript(src string) *redis.Script {
 // failover, so the counter can expire instead of piling up one key per lock
 // name forever. A key that already holds this token (a retried acquire whose
 // first reply was lost) counts as obtained, with its TTL renewed.
+//
+// The script is all-or-nothing: the one command that can fail on data (GET
+// of a counter that is not a string) runs before the first write, and the
+// writes themselves cannot fail once the first has succeeded (Redis checks
+// for OOM once per script). So an error reply means nothing was written.
 var acquireScript = newFenceScript(`
+local last = redis.call('GET', KEYS[2])
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 	local cur = redis.pcall('GET', KEYS[1])
 	if cur ~= ARGV[1] then
@@ -46,7 +52,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 local t = redis.call('TIME')
 local fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[2]))
+last = tonumber(last)
 if last and last >= fence then
 	fence = last + 1
 end

@@ -11,18 +11,37 @@ import (
 
 // store is where a Locker keeps its locks: one Redis (single) or a
 // majority of independent ones (quorum, Redlock). Each method is one attempt
-// with the token-checked scripts.
+// with the token-checked scripts, and returns when ctx ends even if Redis
+// has not answered (see calls).
 type store interface {
-	// obtain takes the lock and returns its fence; or, when another owner
-	// holds it, returns the holder's remaining TTL (negative when it has
-	// none).
-	obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (fence int64, holderTTL time.Duration, err error)
-	release(ctx context.Context, k lockKeys, token string) (held bool, err error)
+	// obtain makes one attempt to take the lock. It returns an error
+	// wrapping errLateReply when the lock was granted too late to be of
+	// use, and then releases it.
+	obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error)
+	// release, refresh and pttl take the TTL the lock was acquired with,
+	// which bounds how long a Redlock node is waited for.
+	release(ctx context.Context, k lockKeys, token string, ttl time.Duration) (held bool, err error)
 	refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (held bool, err error)
-	pttl(ctx context.Context, k lockKeys, token string) (ttl time.Duration, held bool, err error)
+	pttl(ctx context.Context, k lockKeys, token string, ttl time.Duration) (remaining time.Duration, held bool, err error)
 	// notifier is where waiters subscribe to releases.
 	notifier() *notifier
+	// close ends the notifier and waits for the calls in the background.
+	close()
+	// minTTL is the shortest TTL the store can grant a useful lock for.
+	minTTL() time.Duration
 }
+
+// grant is the outcome of one attempt to take a lock.
+type grant struct {
+	held       bool          // the lock was taken
+	fence      int64         // when held: its fencing token
+	validUntil time.Time     // when held: until when it is sure to be held
+	holderTTL  time.Duration // when not held: the holder's remaining TTL, negative when it has none
+}
+
+// errLateReply says that a lock was granted after its validity had run out,
+// or so close to it that the caller cannot use it; such a grant is released.
+var errLateReply = fmt.Errorf("reply came after the lock's validity: %w", ErrNotObtained)
 
 // lockKeys are the Redis names of one lock: its key, with the prefix, and
 // its companion in the same cluster slot, which names both the fencing
@@ -36,51 +55,111 @@ func newLockKeys(rkey string) lockKeys { return lockKeys{rkey, companionKey(rkey
 type single struct {
 	client redis.UniversalClient
 	notify *notifier
+	calls  *calls
 }
 
 func newSingle(client redis.UniversalClient) *single {
-	return &single{client: client, notify: newNotifier(client)}
+	return &single{client: client, notify: newNotifier(client), calls: newCalls(client)}
 }
 
 func (s *single) notifier() *notifier { return s.notify }
 
-func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (int64, time.Duration, error) {
-	reply, err := runAcquire(ctx, s.client, k, token, ttl)
-	if err != nil {
-		s.abandon(ctx, k, token, err)
-		return 0, 0, err
-	}
-	return parseAcquire(reply)
+func (s *single) minTTL() time.Duration { return MinLockTTL }
+
+func (s *single) close() {
+	s.notify.close()
+	s.calls.close()
 }
 
-// abandon undoes an attempt whose outcome is unknown: the request may have
-// reached Redis and taken the lock even though the reply was lost to a
-// cancelled context or a broken connection. Releasing with the token is safe
-// whatever happened. A Redis error reply means the script did not run, so
-// there is nothing to undo.
-func (s *single) abandon(ctx context.Context, k lockKeys, token string, err error) {
+func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
+	sent := time.Now()
+	var reply []int64
+	var err error
+	abandoned := false
+	if s.calls.inline(ctx) {
+		reply, err = runAcquire(ctx, s.client, k, token, ttl)
+	} else {
+		reply, abandoned, err = run(s.calls, ctx, func(ctx context.Context) ([]int64, error) {
+			return runAcquire(ctx, s.client, k, token, ttl)
+		}, func(reply []int64, err error) { s.settleAcquire(k, token, reply, err) })
+	}
+	if err != nil {
+		if !abandoned { // else settled when the reply comes
+			s.settleAcquire(k, token, nil, err)
+		}
+		return grant{}, err
+	}
+	g, err := parseAcquire(reply)
+	if err != nil || !g.held {
+		return g, err
+	}
+	// Redis measured the TTL from when it ran the script, which is after
+	// sent: the lock is held until validUntil at least, and not a moment
+	// longer can be counted on.
+	g.validUntil = validUntil(sent, ttl)
+	if !time.Now().Before(g.validUntil) {
+		s.calls.background(func() { s.undo(k, token) })
+		return grant{}, errLateReply
+	}
+	return g, nil
+}
+
+// settleAcquire undoes an acquisition nobody will use: one whose reply
+// came after its caller gave up, or was lost. The scripts are all-or-nothing,
+// so a Redis error reply means nothing was written; any other error leaves
+// the outcome unknown, and releasing with the token is safe whatever
+// happened.
+func (s *single) settleAcquire(k lockKeys, token string, reply []int64, err error) {
 	var replyErr redis.Error
-	if errors.As(err, &replyErr) {
+	switch {
+	case err == nil && (len(reply) == 0 || reply[0] != 1):
+		return // not taken
+	case err != nil && errors.As(err, &replyErr):
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	_, _ = s.release(ctx, k, token)
+	s.calls.background(func() { s.undo(k, token) })
 }
 
-func (s *single) release(ctx context.Context, k lockKeys, token string) (bool, error) {
-	n, err := releaseScript.Run(ctx, s.client, []string{k.key}, token, s.notify.publish, k.companion).Int64()
-	return n == 1, err
+// undo releases an acquisition its caller will not use, bounded by
+// undoTimeout.
+func (s *single) undo(k lockKeys, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+	defer cancel()
+	_, _ = releaseScript.Run(ctx, s.client, []string{k.key}, token, s.notify.publish, k.companion).Int64()
+}
+
+// undoTimeout bounds a release that undoes an unused acquisition.
+const undoTimeout = time.Second
+
+func (s *single) release(ctx context.Context, k lockKeys, token string, _ time.Duration) (bool, error) {
+	return s.tokenScript(ctx, releaseScript, k, token, s.notify.publish, k.companion)
 }
 
 func (s *single) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
-	n, err := refreshScript.Run(ctx, s.client, []string{k.key}, token, ttl.Milliseconds()).Int64()
+	return s.tokenScript(ctx, refreshScript, k, token, ttl.Milliseconds())
+}
+
+// tokenScript runs a token-checked script whose reply is 1 when the token
+// holds the key.
+func (s *single) tokenScript(ctx context.Context, script *redis.Script, k lockKeys, token string, args ...any) (bool, error) {
+	op := func(ctx context.Context) (int64, error) {
+		return script.Run(ctx, s.client, []string{k.key}, append([]any{token}, args...)...).Int64()
+	}
+	var n int64
+	var err error
+	if s.calls.inline(ctx) {
+		n, err = op(ctx)
+	} else {
+		n, _, err = run(s.calls, ctx, op, nil)
+	}
 	return n == 1, err
 }
 
-func (s *single) pttl(ctx context.Context, k lockKeys, token string) (time.Duration, bool, error) {
-	n, err := pttlScript.Run(ctx, s.client, []string{k.key}, token).Int64()
-	return pttlReply(n), n != -3, err
+func (s *single) pttl(ctx context.Context, k lockKeys, token string, _ time.Duration) (time.Duration, bool, error) {
+	n, _, err := run(s.calls, ctx, func(ctx context.Context) (int64, error) {
+		return pttlScript.Run(ctx, s.client, []string{k.key}, token).Int64()
+	}, nil)
+	return pttlReply(n), err == nil && n != -3, err
 }
 
 // runAcquire runs the acquire script on one Redis.
@@ -89,16 +168,16 @@ func runAcquire(ctx context.Context, client redis.UniversalClient, k lockKeys, t
 }
 
 // parseAcquire reads the acquire script's reply.
-func parseAcquire(reply []int64) (fence int64, holderTTL time.Duration, err error) {
+func parseAcquire(reply []int64) (grant, error) {
 	switch {
 	case len(reply) != 2:
-		return 0, 0, fmt.Errorf("unexpected acquire reply %v", reply)
+		return grant{}, fmt.Errorf("unexpected acquire reply %v", reply)
 	case reply[0] == 1:
-		return reply[1], 0, nil
+		return grant{held: true, fence: reply[1]}, nil
 	case reply[1] == 0: // expiring this very millisecond: retry at once
-		return 0, time.Nanosecond, nil
+		return grant{holderTTL: time.Nanosecond}, nil
 	}
-	return 0, time.Duration(reply[1]) * time.Millisecond, nil
+	return grant{holderTTL: time.Duration(reply[1]) * time.Millisecond}, nil
 }
 
 // pttlReply turns the pttl script's reply into a TTL: -1ns for a key without

@@ -131,19 +131,49 @@ func startWatchdog(ctx context.Context, lk *Lock, ttl time.Duration, cancelFn co
 	return w
 }
 
+// refreshRetry is the pause before retrying a refresh that failed without
+// saying the lock is gone: soon, so that two passing errors cannot use up
+// the lock's remaining validity, but not in a tight loop.
+func refreshRetry(interval time.Duration) time.Duration {
+	if d := interval / 4; d < 50*time.Millisecond {
+		return d
+	}
+	return 50 * time.Millisecond
+}
+
+// refreshResult is what one refresh said, and when it was sent.
+type refreshResult struct {
+	sent time.Time
+	err  error
+}
+
 // loop refreshes until ctx ends, and returns the error that lost the lock:
 // a refresh that found it gone, or refreshes failing until the moment the
-// lock may have expired, which a timer catches between ticks.
+// lock may have expired.
+//
+// The expiry timer is what keeps the holder safe, so it must never wait
+// behind Redis: each refresh runs on a goroutine of its own and reports
+// back, and the loop only ever waits on timers and channels.
 func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error {
 	interval := ttl / 3
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
 	// The lock is certain to be held until ttl after the last successful
 	// refresh (or the acquisition) was sent, less the clocks' drift.
 	heldUntil := lk.validUntil
 	expiry := time.NewTimer(time.Until(heldUntil))
 	defer expiry.Stop()
+	next := time.NewTimer(interval) // the next refresh, or the in-flight one's end
+	defer next.Stop()
+
+	results := make(chan refreshResult, 1)
+	var inflight context.CancelFunc // cancels the refresh in flight, if any
+	defer func() {
+		if inflight != nil {
+			inflight()
+			<-results // it returns at once: Redis calls end with their ctx
+		}
+	}()
 	var failure error // the last refresh's error
+	gaveUp := false   // the refresh in flight was given up
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,31 +183,58 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error 
 				return fmt.Errorf("rediskit: lock %q lost: not refreshed within its TTL: %w", lk.key, ErrLockNotHeld)
 			}
 			return fmt.Errorf("rediskit: lock %q lost: not refreshed within its TTL: %w: %w", lk.key, ErrLockNotHeld, failure)
-		case <-tick.C:
-		}
-		sent := time.Now()
-		deadline := sent.Add(interval)
-		if heldUntil.Before(deadline) {
-			deadline = heldUntil
-		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		err := lk.Refresh(rctx, ttl)
-		cancel()
-		switch {
-		case err == nil:
-			heldUntil = validUntil(sent, ttl)
-			if !expiry.Stop() {
-				<-expiry.C // fired during the refresh: drop the stale tick
+		case <-next.C:
+			if inflight != nil {
+				// A refresh that has not answered in a whole interval is
+				// given up, and the next one starts when it reports.
+				inflight()
+				gaveUp = true
+				next.Reset(interval)
+				continue
 			}
-			expiry.Reset(time.Until(heldUntil))
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, ErrLockNotHeld):
-			return fmt.Errorf("rediskit: lock %q lost: %w", lk.key, err)
-		default:
-			failure = err // the expiry timer decides
+			rctx, cancel := context.WithCancel(ctx)
+			inflight = cancel
+			go func(sent time.Time) {
+				results <- refreshResult{sent, lk.Refresh(rctx, ttl)}
+			}(time.Now())
+			next.Reset(interval)
+		case r := <-results:
+			inflight()
+			inflight = nil
+			switch {
+			case r.err == nil:
+				if until := validUntil(r.sent, ttl); until.After(heldUntil) {
+					heldUntil = until
+					resetTimer(expiry, time.Until(heldUntil))
+				}
+				failure = nil
+				resetTimer(next, interval-time.Since(r.sent))
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(r.err, ErrLockNotHeld):
+				return fmt.Errorf("rediskit: lock %q lost: %w", lk.key, r.err)
+			case gaveUp:
+				failure = fmt.Errorf("refresh got no reply within %v", interval)
+				resetTimer(next, 0)
+			default:
+				failure = r.err // the expiry timer decides
+				resetTimer(next, refreshRetry(interval))
+			}
+			gaveUp = false
 		}
 	}
+}
+
+// resetTimer sets t, which only the caller's goroutine receives from, to
+// fire after d, dropping a tick it may have fired already.
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
 }
 
 // stop ends the loop, waits for its goroutine to exit, and returns the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -157,10 +158,14 @@ func (s *server) work(w http.ResponseWriter, r *http.Request, lock *rediskit.Loc
 // perform-action, 200 with "failed" for attempt-action, as the seed), and a
 // Redis failure with 503.
 func (s *server) lockFailed(w http.ResponseWriter, r *http.Request, key string, err error, busyStatus int) {
+	// A wait that ran out while Redis kept failing wraps both
+	// ErrNotObtained and the last error: Redis being down is not contention.
+	var netErr net.Error
+	busy := errors.Is(err, rediskit.ErrNotObtained) && !errors.As(err, &netErr)
 	switch {
-	case errors.Is(err, rediskit.ErrNotObtained) && busyStatus == http.StatusOK:
+	case busy && busyStatus == http.StatusOK:
 		writeJSON(w, http.StatusOK, result{Status: "failed", Detail: "Could not acquire lock"})
-	case errors.Is(err, rediskit.ErrNotObtained):
+	case busy:
 		writeJSON(w, busyStatus, detail("Could not acquire lock"))
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.

@@ -1,0 +1,166 @@
+package rediskit
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A go-redis client ignores a context's deadline and cancellation during
+// socket I/O unless it was built with ContextTimeoutEnabled; it then waits
+// for its ReadTimeout (3 s by default), and retries. A Locker must not wait
+// that long: its callers have deadlines, and a lock's validity does not
+// stretch. So each Redis call runs where its caller can stop waiting for it,
+// and what the call does after that (take a lock nobody will use, say) is
+// settled in the background when its reply arrives.
+
+// calls runs a store's Redis calls and keeps track of those their callers
+// stopped waiting for, so that closing the Locker can wait for them.
+type calls struct {
+	// honours is whether the client cuts socket I/O short at a context's
+	// deadline (ContextTimeoutEnabled).
+	honours bool
+
+	mu      sync.Mutex
+	closed  bool
+	pending sync.WaitGroup
+}
+
+func newCalls(client redis.UniversalClient) *calls {
+	return &calls{honours: honoursDeadlines(client)}
+}
+
+// honoursDeadlines reports whether client stops socket I/O at a context's
+// deadline. Clients of unknown types are assumed not to.
+func honoursDeadlines(client redis.UniversalClient) bool {
+	if isNilClient(client) {
+		return false
+	}
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// inline reports whether a call on ctx can run on the caller's goroutine:
+// when ctx never ends, or when the client itself stops at ctx's deadline.
+// A cancellation before the deadline is then noticed when the client
+// returns, at the deadline at the latest.
+func (cs *calls) inline(ctx context.Context) bool {
+	if ctx.Done() == nil {
+		return true
+	}
+	_, ok := ctx.Deadline()
+	return ok && cs.honours
+}
+
+// run calls op and returns its result, or ctx's error as soon as ctx ends,
+// whichever comes first. In the latter case abandoned is true, op goes on in
+// the background, and settle, if not nil, is called with its result when it
+// returns: that is where a call's effect that nobody will use is undone.
+// After close, run waits for op whatever ctx does.
+func run[T any](cs *calls, ctx context.Context, op func(context.Context) (T, error), settle func(T, error)) (v T, abandoned bool, err error) {
+	if cs.inline(ctx) || !cs.track() {
+		v, err = op(ctx)
+		return v, false, err
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	// state decides, once, whether the caller takes op's result (1) or
+	// gave up on it (2), so that the result is used or settled, never both.
+	var state atomic.Int32
+	done := make(chan result, 1)
+	go func() {
+		defer cs.pending.Done()
+		v, err := op(ctx)
+		if state.CompareAndSwap(0, 1) {
+			done <- result{v, err}
+		} else if settle != nil {
+			settle(v, err)
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.v, false, r.err
+	case <-ctx.Done():
+		if !state.CompareAndSwap(0, 2) {
+			r := <-done // op has just returned: take its result
+			return r.v, false, r.err
+		}
+		return v, true, ctx.Err()
+	}
+}
+
+// background runs fn on a goroutine that close waits for; after close it
+// runs fn at once, on the caller's goroutine.
+func (cs *calls) background(fn func()) {
+	if !cs.track() {
+		fn()
+		return
+	}
+	go func() {
+		defer cs.pending.Done()
+		fn()
+	}()
+}
+
+// track counts one more call in the background, unless closed.
+func (cs *calls) track() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		return false
+	}
+	cs.pending.Add(1)
+	return true
+}
+
+// close waits for the calls in the background, which end within the
+// client's own timeouts.
+func (cs *calls) close() {
+	cs.mu.Lock()
+	cs.closed = true
+	cs.mu.Unlock()
+	cs.pending.Wait()
+}
+
+// transient reports whether err is one a wait may outlast: a broken or
+// refused connection, a timeout, or a Redis reply saying the server or the
+// cluster is busy, loading or failing over. Script errors, wrong types and
+// the like are not: retrying cannot help.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		return false // the client was closed: nothing will get better
+	}
+	var replyErr redis.Error
+	if errors.As(err, &replyErr) {
+		msg := replyErr.Error()
+		for _, p := range transientReplies {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return true // connection errors, timeouts, a pool exhausted
+}
+
+// transientReplies are the Redis error replies that go away by themselves.
+var transientReplies = []string{
+	"LOADING", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY",
+	"NOREPLICAS", "MOVED", "ASK", "OOM",
+}

@@ -159,8 +159,10 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 // trip on a single node (one per node on a Redis Cluster, in parallel, with
 // keys in any slots). Absent keys are left out of the map. Keys whose bytes
 // do not decode are left out too and reported in the error, wrapping
-// [ErrDecode], while the others are still returned; a Redis error fails the
-// whole call. No keys returns an empty map.
+// [ErrDecode], while the others are still returned. A Redis error for any
+// key (a node down, a key holding another type) fails the whole call, with
+// a nil map, whatever the keys' order; the error names the first such key.
+// No keys returns an empty map.
 func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, error) {
 	for _, key := range keys {
 		if err := c.check("get many", key); err != nil {
@@ -178,8 +180,19 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("rediskit: get many: %w", err)
+	if err != nil {
+		// Pipelined reports the first failed command only, a miss included;
+		// which that is depends on the keys' order. Any key's Redis error
+		// fails the call, whatever the order, and names the first such key
+		// as given.
+		for i, cmd := range cmds {
+			if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], err)
+			}
+		}
+		if !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("rediskit: get many: %w", err)
+		}
 	}
 	var errs []error
 	for i, cmd := range cmds {

@@ -137,9 +137,12 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		// snatching the lock from the one a release has just woken.
 		w = l.store.notifier().queue(lk.keys.companion)
 	}
+	woken := false // a wake-up was taken and no attempt has used it yet
 	defer func() {
 		if w != nil {
-			l.store.notifier().unwatch(w)
+			// A wake-up this call cannot use any more is the next
+			// waiter's: the lock may be free.
+			l.store.notifier().unwatch(w, woken)
 		}
 	}()
 	var lastErr error // the last attempt's error, if a wait is riding it out
@@ -150,6 +153,9 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		holderTTL := time.Duration(-1) // unknown until an attempt says
 		if retry > 1 || w == nil {
 			g, err := l.store.obtain(actx, lk.keys, lk.token, ttl)
+			if err == nil {
+				woken = false // the attempt saw the lock as it is
+			}
 			switch {
 			case err == nil && g.held:
 				lk.fence, lk.validUntil = g.fence, g.validUntil
@@ -196,8 +202,15 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		if sleep > left {
 			sleep = left
 		}
-		if err := pause(ctx, sleep, w); err != nil {
+		var err error
+		if woken, err = pause(ctx, sleep, w); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		if w != nil && woken && l.store.notifier().moved(w) {
+			// Not a release: the channel's slot moved. Try, then watch
+			// it again on its new node.
+			l.store.notifier().unwatch(w, false)
+			w, woken = nil, false
 		}
 	}
 }
@@ -357,8 +370,9 @@ func newToken() (string, error) {
 }
 
 // pause sleeps for d, until w is woken (if w is not nil), or until ctx
-// ends, and then returns ctx's error.
-func pause(ctx context.Context, d time.Duration, w *waiter) error {
+// ends. It reports whether it took a wake-up, and ctx's error; when both
+// happen at once, it may do both.
+func pause(ctx context.Context, d time.Duration, w *waiter) (woken bool, err error) {
 	var wake chan struct{} // nil: never ready
 	if w != nil {
 		wake = w.wake
@@ -367,11 +381,12 @@ func pause(ctx context.Context, d time.Duration, w *waiter) error {
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-t.C:
 	case <-wake:
+		woken = true
 	}
-	return nil
+	return woken, ctx.Err()
 }
 
 // isNilClient reports whether client is nil, including a nil pointer of a

@@ -73,13 +73,31 @@ type notifier struct {
 	closed bool
 }
 
-// subscription is one pub/sub connection and the goroutine reading it.
+// subscription is one pub/sub connection, the goroutine reading it, and
+// the goroutine writing its (un)subscriptions.
+//
+// The writes go through a queue, in the order the waiters came and went,
+// so that the server's state follows ours, and on a goroutine of their own,
+// so that a node that does not answer (a write waits for go-redis to dial
+// it, up to its DialTimeout) holds up nobody: not the notifier's lock, which
+// waiters on every node share, and not a waiter's deadline.
 type subscription struct {
 	ps        *redis.PubSub
 	node      string
 	channels  map[string]*channel
-	idleSince time.Time // when channels became empty
-	done      chan struct{}
+	idleSince time.Time      // when channels became empty
+	ops       []subOp        // writes not yet made
+	unsubs    map[string]int // our unsubscribes not yet confirmed, by channel
+	kick      chan struct{}
+	quit      chan struct{} // closed when the subscription ends
+	done      chan struct{} // closed when the reader has exited
+	wdone     chan struct{} // closed when the writer has exited
+}
+
+// subOp is one queued write: subscribe or unsubscribe a channel.
+type subOp struct {
+	subscribe bool
+	name      string
 }
 
 // channel holds the goroutines waiting on one key, oldest first.
@@ -87,6 +105,7 @@ type channel struct {
 	name      string
 	confirmed chan struct{} // closed when the server confirms the subscription
 	waiters   []*waiter
+	moved     bool // the server unsubscribed it: its slot moved
 }
 
 // waiter is one waiting acquisition.
@@ -138,35 +157,23 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	}
 	sub := n.subs[node]
 	if sub == nil {
-		sub = &subscription{node: node, channels: map[string]*channel{}, done: make(chan struct{})}
+		sub = &subscription{node: node, channels: map[string]*channel{}, unsubs: map[string]int{},
+			kick: make(chan struct{}, 1), quit: make(chan struct{}),
+			done: make(chan struct{}), wdone: make(chan struct{})}
 		if nodeClient != nil {
-			sub.ps = nodeClient.SSubscribe(ctx)
+			sub.ps = nodeClient.SSubscribe(context.WithoutCancel(ctx))
 		} else {
-			sub.ps = n.client.Subscribe(ctx)
+			sub.ps = n.client.Subscribe(context.WithoutCancel(ctx))
 		}
 		n.subs[node] = sub
 		go n.receive(sub)
+		go n.write(sub)
 	}
 	ch := sub.channels[name]
 	if ch == nil {
 		ch = &channel{name: name, confirmed: make(chan struct{})}
-		// Written under n.mu, so subscribes and unsubscribes of a channel
-		// reach the server in the order the waiters came and went; bounded,
-		// since the first one dials, and a node that does not answer must
-		// not hold up the other waiters.
-		sctx, cancel := context.WithTimeout(ctx, confirmWait)
-		var err error
-		if n.mode == notifySharded {
-			err = sub.ps.SSubscribe(sctx, name)
-		} else {
-			err = sub.ps.Subscribe(sctx, name)
-		}
-		cancel()
-		if err != nil {
-			n.mu.Unlock()
-			return nil, false
-		}
 		sub.channels[name] = ch
+		sub.enqueue(subOp{subscribe: true, name: name})
 	} else {
 		joined = true
 	}
@@ -207,9 +214,10 @@ func (n *notifier) queue(name string) *waiter {
 	return nil
 }
 
-// unwatch removes w. A wake-up w received but did not use passes to the
-// next waiter, and a channel nobody waits on any more is unsubscribed.
-func (n *notifier) unwatch(w *waiter) {
+// unwatch removes w. A wake-up w received but did not use, pending or
+// taken (passOn), goes to the next waiter, and a channel nobody waits on any
+// more is unsubscribed.
+func (n *notifier) unwatch(w *waiter, passOn bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ch := w.ch
@@ -221,8 +229,11 @@ func (n *notifier) unwatch(w *waiter) {
 	}
 	select {
 	case <-w.wake:
-		wakeOne(ch)
+		passOn = true
 	default:
+	}
+	if passOn {
+		wakeOne(ch)
 	}
 	if len(ch.waiters) > 0 || w.sub.channels[ch.name] != ch {
 		return
@@ -231,13 +242,71 @@ func (n *notifier) unwatch(w *waiter) {
 	if len(w.sub.channels) == 0 {
 		w.sub.idleSince = time.Now()
 	}
-	if !n.closed {
-		ctx, cancel := context.WithTimeout(context.Background(), confirmWait)
-		defer cancel()
-		if n.mode == notifySharded {
-			_ = w.sub.ps.SUnsubscribe(ctx, ch.name)
-		} else {
-			_ = w.sub.ps.Unsubscribe(ctx, ch.name)
+	w.sub.enqueue(subOp{subscribe: false, name: ch.name})
+}
+
+// enqueue queues a write for the writer. The caller holds n.mu.
+func (sub *subscription) enqueue(op subOp) {
+	if !op.subscribe {
+		sub.unsubs[op.name]++
+	}
+	sub.ops = append(sub.ops, op)
+	select {
+	case sub.kick <- struct{}{}:
+	default: // already kicked
+	}
+}
+
+// unconfirmed takes one of our unsubscribes of name off the count, and
+// reports whether there was one. The caller holds n.mu.
+func (sub *subscription) unconfirmed(name string) bool {
+	if sub.unsubs[name] == 0 {
+		return false
+	}
+	if sub.unsubs[name]--; sub.unsubs[name] == 0 {
+		delete(sub.unsubs, name)
+	}
+	return true
+}
+
+// write makes the subscription's queued writes, in order, until it ends.
+// Each is bounded by confirmWait; one that fails leaves its waiters on
+// backoff alone, as a lost message would.
+func (n *notifier) write(sub *subscription) {
+	defer close(sub.wdone)
+	for {
+		select {
+		case <-sub.quit:
+			return
+		case <-sub.kick:
+		}
+		for {
+			n.mu.Lock()
+			if len(sub.ops) == 0 || n.closed {
+				n.mu.Unlock()
+				break
+			}
+			op := sub.ops[0]
+			sub.ops = sub.ops[1:]
+			n.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), confirmWait)
+			var err error
+			switch {
+			case op.subscribe && n.mode == notifySharded:
+				err = sub.ps.SSubscribe(ctx, op.name)
+			case op.subscribe:
+				err = sub.ps.Subscribe(ctx, op.name)
+			case n.mode == notifySharded:
+				err = sub.ps.SUnsubscribe(ctx, op.name)
+			default:
+				err = sub.ps.Unsubscribe(ctx, op.name)
+			}
+			cancel()
+			if err != nil && !op.subscribe {
+				n.mu.Lock()
+				sub.unconfirmed(op.name) // no confirmation will come
+				n.mu.Unlock()
+			}
 		}
 	}
 }
@@ -276,36 +345,70 @@ func (n *notifier) receive(sub *subscription) {
 		}
 		if err != nil {
 			var netErr interface{ Timeout() bool }
-			idle := len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger
-			if idle {
+			var replyErr redis.Error
+			switch {
+			case len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger:
 				delete(n.subs, sub.node)
 				n.mu.Unlock()
+				close(sub.quit)
 				_ = sub.ps.Close()
+				<-sub.wdone
 				return
-			}
-			if !errors.As(err, &netErr) || !netErr.Timeout() {
+			case errors.As(err, &netErr) && netErr.Timeout():
+				n.mu.Unlock()
+			case errors.As(err, &replyErr):
+				// A reply to a (re)subscription, not a broken connection:
+				// CROSSSLOT when go-redis resubscribed channels of several
+				// slots in one SSUBSCRIBE, MOVED for a channel whose slot
+				// moved. Channels are subscribed one by one after a
+				// reconnect (below), and moved ones leave (unsubscribed).
+				n.mu.Unlock()
+			default:
 				// The connection broke and messages may be lost: wake every
-				// waiter to retry. The next read reconnects and resubscribes.
-				for _, ch := range sub.channels {
+				// waiter to retry. go-redis reconnects and resubscribes, but
+				// on a Cluster all channels in one SSUBSCRIBE, which Redis
+				// refuses when they lie in several slots: subscribe each
+				// again on its own.
+				for name, ch := range sub.channels {
+					if n.mode == notifySharded {
+						sub.enqueue(subOp{subscribe: true, name: name})
+					}
 					for _, w := range ch.waiters {
 						w.signal()
 					}
 				}
 				n.mu.Unlock()
-				time.Sleep(100 * time.Millisecond)
-				continue
+				time.Sleep(100 * time.Millisecond) // a node that is down: do not spin
 			}
-			n.mu.Unlock()
 			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if ch := sub.channels[m.Channel]; ch != nil && (m.Kind == "subscribe" || m.Kind == "ssubscribe") {
+			ch := sub.channels[m.Channel]
+			ours := false
+			if k := m.Kind; k == "sunsubscribe" || k == "unsubscribe" {
+				ours = sub.unconfirmed(m.Channel)
+			}
+			switch {
+			case ch == nil || ours:
+			case m.Kind == "subscribe" || m.Kind == "ssubscribe":
 				select {
 				case <-ch.confirmed:
 				default:
 					close(ch.confirmed)
 				}
+			case m.Kind == "sunsubscribe" || m.Kind == "unsubscribe":
+				// Not ours: Redis 7 unsubscribes a sharded channel whose
+				// slot moved to another node. Its waiters must subscribe
+				// again there.
+				// Forget it in go-redis too, which would otherwise
+				// subscribe it again on this node after a reconnect.
+				delete(sub.channels, m.Channel)
+				ch.moved = true
+				for _, w := range ch.waiters {
+					w.signal()
+				}
+				sub.enqueue(subOp{subscribe: false, name: m.Channel})
 			}
 		case *redis.Message:
 			if ch := sub.channels[m.Channel]; ch != nil {
@@ -314,6 +417,14 @@ func (n *notifier) receive(sub *subscription) {
 		}
 		n.mu.Unlock()
 	}
+}
+
+// moved reports whether w's channel left its subscription because its slot
+// moved to another node; w should then be unwatched and watch again.
+func (n *notifier) moved(w *waiter) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return w.ch.moved
 }
 
 // close ends every subscription and waits for their goroutines. Waiters in
@@ -325,7 +436,9 @@ func (n *notifier) close() {
 	n.subs = map[string]*subscription{}
 	n.mu.Unlock()
 	for _, sub := range subs {
+		close(sub.quit)
 		_ = sub.ps.Close()
 		<-sub.done
+		<-sub.wdone
 	}
 }

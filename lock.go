@@ -174,6 +174,13 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 				lastErr = fmt.Errorf("no reply within the wait of %v", timeout)
 			case errors.Is(err, errLateReply) || transient(err):
 				lastErr = err
+				if woken {
+					// The lock may be free, and this call will sleep its
+					// backoff before trying again: the next waiter tries
+					// now.
+					l.store.notifier().passOn(w)
+					woken = false
+				}
 			default:
 				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}

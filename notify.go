@@ -311,6 +311,18 @@ func (n *notifier) write(sub *subscription) {
 	}
 }
 
+// passOn gives a wake-up w took but could not use to the oldest other
+// waiter of its channel.
+func (n *notifier) passOn(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, o := range w.ch.waiters {
+		if o != w && o.signal() {
+			return
+		}
+	}
+}
+
 // wakeOne wakes the oldest waiter that has no wake-up pending.
 func wakeOne(ch *channel) {
 	for _, w := range ch.waiters {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 )
 
 // notFoundMarker is what negative caching stores. JSON never starts with a
@@ -25,10 +24,11 @@ const notFoundMarker = "\x00rediskit:not-found"
 // [Cache.GetOrLoad] run on goroutines that end with the load, bounded by
 // [WithLoadTimeout], or with [Cache.Close].
 type Cache[T any] struct {
-	client redis.UniversalClient
-	cfg    config
-	stats  counters
-	group  singleflight.Group
+	client  redis.UniversalClient
+	cfg     config
+	stats   counters
+	flights flights[T]
+	calls   *calls
 
 	// lifetime is the Cache's own context, not a caller's: Close cancels it
 	// to end the loads no caller is waiting for.
@@ -44,7 +44,7 @@ type Cache[T any] struct {
 // client or an invalid option, NewCache does not panic; every method of the
 // Cache returns an error wrapping [ErrInvalidArgument].
 func NewCache[T any](client redis.UniversalClient, opts ...Option) *Cache[T] {
-	c := &Cache[T]{client: client, cfg: newConfig(opts)}
+	c := &Cache[T]{client: client, cfg: newConfig(opts), calls: newCalls(client)}
 	if c.cfg.err == nil && isNilClient(client) {
 		c.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
 	}
@@ -63,18 +63,34 @@ func (c *Cache[T]) Stats() CacheStats {
 	}
 }
 
-// Get returns the value stored under key, in one round trip. It returns an
-// error wrapping [ErrCacheMiss] if the key is absent, [ErrNotFound] if
-// negative caching remembers that the value does not exist, [ErrDecode]
-// (and the codec's error) if the stored bytes do not decode into T,
+// Get returns the value stored under key, in one round trip, and within
+// ctx's deadline even on a client that ignores deadlines during I/O. It
+// returns an error wrapping [ErrCacheMiss] if the key is absent,
+// [ErrNotFound] if negative caching remembers that the value does not
+// exist, [ErrDecode] (and the codec's error) if the stored bytes do not
+// decode into T, [ErrWrongType] if the key holds another Redis type,
 // [ErrInvalidArgument] for an empty key, or the context's or Redis's error.
 // On error the value is T's zero value.
+//
+// With the default JSON codec, JSON's rules apply: a stored null decodes to
+// T's zero value (a nil pointer, slice or map) with a nil error, and an
+// object's fields that T lacks are ignored, so an object with none of them
+// decodes to T's zero value too; unexported fields of T are neither stored
+// nor read. Use a [Codec] of your own for stricter rules.
 func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	if err := c.check("get", key); err != nil {
 		var zero T
 		return zero, err
 	}
-	b, err := c.client.Get(ctx, c.cfg.prefix+key).Bytes()
+	var b []byte
+	var err error
+	if c.calls.inline(ctx) {
+		b, err = c.client.Get(ctx, c.cfg.prefix+key).Bytes()
+	} else {
+		b, _, err = run(c.calls, ctx, func(ctx context.Context) ([]byte, error) {
+			return c.client.Get(ctx, c.cfg.prefix+key).Bytes()
+		}, nil)
+	}
 	return c.decode(key, b, err)
 }
 
@@ -85,6 +101,8 @@ func (c *Cache[T]) decode(key string, b []byte, err error) (T, error) {
 	case errors.Is(err, redis.Nil):
 		c.cfg.emit(&c.stats, Event{Kind: EventMiss, Key: key})
 		return v, fmt.Errorf("rediskit: get %q: %w", key, ErrCacheMiss)
+	case isWrongType(err):
+		return v, fmt.Errorf("rediskit: get %q: %w: %w", key, ErrWrongType, err)
 	case err != nil:
 		return v, fmt.Errorf("rediskit: get %q: %w", key, err)
 	case string(b) == notFoundMarker:

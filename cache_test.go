@@ -228,13 +228,56 @@ func TestGetOrLoad(t *testing.T) {
 				assert.Equal(t, "value", v)
 			}
 			assert.EqualValues(t, 1, calls.Load())
-			assert.Equal(t, `"value"`, b.client.Get(ctx, key).Val())
+			assert.Eventually(t, func() bool { return b.client.Get(ctx, key).Val() == `"value"` }, 5*time.Second, 5*time.Millisecond)
 
 			v, err := c.GetOrLoad(ctx, key, time.Minute, func(context.Context) (string, error) {
 				return "", errors.New("must not be called on a hit")
 			})
 			require.NoError(t, err)
 			assert.Equal(t, "value", v)
+		})
+		t.Run("one load for 100 concurrent misses with an instant loader, 50 rounds", func(t *testing.T) {
+			// Callers that missed just before the load's write and join
+			// after its waiters were answered must not load again.
+			c := rediskit.NewCache[int](b.client)
+			for round := 0; round < 50; round++ {
+				key := b.key(fmt.Sprintf("instant:%d", round))
+				var calls atomic.Int32
+				load := func(context.Context) (int, error) { calls.Add(1); return round, nil }
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i := 0; i < 100; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						v, err := c.GetOrLoad(ctx, key, time.Minute, load)
+						assert.NoError(t, err)
+						assert.Equal(t, round, v)
+					}()
+				}
+				close(start)
+				wg.Wait()
+				if !assert.EqualValues(t, 1, calls.Load(), "round %d: loads", round) {
+					break
+				}
+			}
+		})
+		t.Run("a key of another type is not overwritten", func(t *testing.T) {
+			c := rediskit.NewCache[int](b.client)
+			key := b.key("a-list")
+			require.NoError(t, b.client.RPush(ctx, key, "x", "y").Err())
+			_, err := c.Get(ctx, key)
+			assert.ErrorIs(t, err, rediskit.ErrWrongType)
+			assert.Contains(t, err.Error(), key)
+
+			v, err := c.GetOrLoad(ctx, key, time.Minute, func(context.Context) (int, error) { return 7, nil })
+			require.NoError(t, err)
+			assert.Equal(t, 7, v, "the loaded value is returned")
+			assert.Eventually(t, func() bool { return c.Stats().RedisErrors >= 2 }, 5*time.Second, 5*time.Millisecond,
+				"the wrong type is reported, on the read and on the refused write-back")
+			assert.Equal(t, []string{"x", "y"}, b.client.LRange(ctx, key, 0, -1).Val(), "the other program's list is intact")
+			assert.Equal(t, "list", b.client.Type(ctx, key).Val())
 		})
 		t.Run("a cancelled waiter leaves the others their value", func(t *testing.T) {
 			c := rediskit.NewCache[int](b.client)
@@ -300,13 +343,16 @@ func TestGetOrLoad(t *testing.T) {
 				assert.ErrorIs(t, err, rediskit.ErrNotFound)
 			}
 			assert.EqualValues(t, 1, calls.Load(), "the marker stops repeated loads")
-			_, err := c.Get(ctx, key)
-			assert.ErrorIs(t, err, rediskit.ErrNotFound)
+			// The marker is written after the callers are answered.
+			require.Eventually(t, func() bool {
+				_, err := c.Get(ctx, key)
+				return errors.Is(err, rediskit.ErrNotFound)
+			}, 5*time.Second, 5*time.Millisecond)
 			raw := b.client.Get(ctx, key).Val()
 			assert.False(t, json.Valid([]byte(raw)), "the marker is no JSON value")
 
 			b.advance(150 * time.Millisecond)
-			_, err = c.GetOrLoad(ctx, key, 0, load)
+			_, err := c.GetOrLoad(ctx, key, 0, load)
 			assert.ErrorIs(t, err, rediskit.ErrNotFound)
 			assert.EqualValues(t, 2, calls.Load(), "loads again once the marker expired")
 
@@ -322,7 +368,8 @@ func TestGetOrLoad(t *testing.T) {
 			v, err := c.GetOrLoad(ctx, key, 0, func(context.Context) (int, error) { return 5, nil })
 			require.NoError(t, err)
 			assert.Equal(t, 5, v)
-			assert.Equal(t, "5", b.client.Get(ctx, key).Val())
+			assert.Eventually(t, func() bool { return b.client.Get(ctx, key).Val() == "5" }, 5*time.Second, 5*time.Millisecond,
+				"written back after the caller was answered")
 			assert.EqualValues(t, 1, c.Stats().RedisErrors)
 		})
 	})
@@ -347,9 +394,10 @@ func TestGetOrLoadWithRedisDown(t *testing.T) {
 	v, err := c.GetOrLoad(ctx, "k", 0, func(context.Context) (string, error) { return "fresh", nil })
 	require.NoError(t, err)
 	assert.Equal(t, "fresh", v)
-	stats := c.Stats()
-	assert.EqualValues(t, 2, stats.RedisErrors, "the failed read and the failed write")
-	assert.EqualValues(t, 1, stats.Loads)
+	// The write-back fails after the caller was answered.
+	assert.Eventually(t, func() bool { return c.Stats().RedisErrors == 2 }, 10*time.Second, 5*time.Millisecond,
+		"the failed read and the failed write")
+	assert.EqualValues(t, 1, c.Stats().Loads)
 	mu.Lock()
 	defer mu.Unlock()
 	require.NotEmpty(t, events)
@@ -476,4 +524,34 @@ func TestCacheCodec(t *testing.T) {
 	v, err := c.Get(ctx, "k")
 	require.NoError(t, err)
 	assert.Equal(t, "hi", v)
+}
+
+func TestGetOrLoadAnswersWithinDeadlineWhenRedisIsDown(t *testing.T) {
+	client, mr := onMiniredis(t)
+	c := rediskit.NewCache[string](client)
+	t.Cleanup(func() { _ = c.Close() })
+	mr.Close() // connection refused, which go-redis retries with backoff
+	var calls atomic.Int32
+	load := func(context.Context) (string, error) { calls.Add(1); return "fresh", nil }
+	var wg sync.WaitGroup
+	var late atomic.Int32
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			v, err := c.GetOrLoad(ctx, "k", 0, load)
+			if assert.NoError(t, err) {
+				assert.Equal(t, "fresh", v)
+			}
+			if time.Since(start) > 550*time.Millisecond {
+				late.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Zero(t, late.Load(), "callers answered after their deadline")
+	assert.EqualValues(t, 1, calls.Load(), "one load for all")
 }

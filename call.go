@@ -164,3 +164,9 @@ var transientReplies = []string{
 	"LOADING", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY",
 	"NOREPLICAS", "MOVED", "ASK", "OOM",
 }
+
+// isWrongType reports a WRONGTYPE reply: the key holds another Redis type.
+func isWrongType(err error) bool {
+	var replyErr redis.Error
+	return errors.As(err, &replyErr) && strings.HasPrefix(replyErr.Error(), "WRONGTYPE")
+}

@@ -110,13 +110,16 @@
 //
 // Cache values are stored under their key exactly as the codec encodes them:
 // with the default JSON codec, a Python service using json.dumps and
-// json.loads on the same keys shares the cache. [Cache.GetOrLoad] shares one
-// load among concurrent misses of a key in the process. Batch reads and
+// json.loads on the same keys shares the cache. [Cache.GetOrLoad] loads a
+// key once per process however its misses are timed, answers from the
+// loader within the caller's deadline when Redis is slow or down, and never
+// overwrites a key holding another Redis type. Batch reads and
 // writes are pipelined, one round trip per node, so keys may lie in any
 // cluster slots.
 //
 // Errors wrap the sentinel errors ([ErrNotObtained], [ErrLockNotHeld],
-// [ErrCacheMiss], [ErrNotFound], [ErrDecode], [ErrInvalidArgument]) and the
+// [ErrCacheMiss], [ErrNotFound], [ErrDecode], [ErrWrongType],
+// [ErrInvalidArgument]) and the
 // key; a cancelled or expired context is returned so that errors.Is(err,
 // context.Canceled) or errors.Is(err, context.DeadlineExceeded) holds.
 // Bad input never panics and never writes to Redis.

@@ -29,6 +29,11 @@ var (
 	// wrapped too.
 	ErrDecode = errors.New("rediskit: cannot decode value")
 
+	// ErrWrongType is wrapped by the error of a cache read of a key that
+	// holds another Redis type (a list, a hash...): data of another
+	// program, which GetOrLoad never overwrites.
+	ErrWrongType = errors.New("rediskit: key holds another Redis type")
+
 	// ErrInvalidArgument is wrapped by every error caused by bad input: an
 	// empty key, a TTL or timeout out of range, a nil function, a nil
 	// client, a nil or zero Lock, a value the codec cannot encode, or an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -14,19 +15,29 @@ var ErrClosed = errors.New("rediskit: cache closed")
 // load returns, which it then stores for ttl (0 meaning the Cache's default
 // TTL, as for Set).
 //
-// Concurrent misses of the same key in this process share one call of load.
-// The load runs on a context detached from the callers' cancellation but
-// keeping their values, bounded by [WithLoadTimeout] and ended by
-// [Cache.Close]; each caller waits on its own ctx and may give up with its
-// ctx's error while the others still get the value. load's error is
-// returned to every waiter and is not cached, except an error wrapping
-// [ErrNotFound] when negative caching is on ([WithNegativeCaching]). A panic
-// in load is returned to the waiters as an error.
+// Misses of the same key in this process share one call of load, whatever
+// their timing: the shared load reads Redis again before calling load, and
+// a caller that comes while the loaded value is being written back gets
+// that value without reading Redis. The load runs on a context detached
+// from the callers' cancellation but keeping their values, bounded by
+// [WithLoadTimeout] and ended by [Cache.Close]; each caller waits on its own
+// ctx and may give up with its ctx's error while the others still get the
+// value. load's error is returned to every waiter and is not cached, except
+// an error wrapping [ErrNotFound] when negative caching is on
+// ([WithNegativeCaching]). A panic in load is returned to the waiters as an
+// error.
 //
-// Redis failing does not fail GetOrLoad: when the read or the write fails,
-// it still answers from load, and reports the Redis error through the hook
-// and [CacheStats].RedisErrors. Stored bytes that do not decode are
-// reported the same way and replaced by the loaded value.
+// Redis failing does not fail GetOrLoad, and does not make it late: a Redis
+// read is given at most half the time left before ctx's deadline, and at
+// most a second, even on a client that ignores deadlines during I/O; when
+// it fails, GetOrLoad answers from load. The loaded value goes to every
+// waiter as soon as load returns, and is written back afterwards, off their
+// path. Redis's errors are reported through the hook and
+// [CacheStats].RedisErrors. Stored bytes that do not decode are reported
+// the same way and replaced by the loaded value; a key holding another
+// Redis type (a list, a hash) is not: GetOrLoad returns the loaded value
+// and reports an error wrapping [ErrWrongType], leaving the other program's
+// data as it is.
 //
 // It returns an error wrapping [ErrInvalidArgument] for an empty key, a nil
 // load, a ttl below zero or a loaded value the codec cannot encode, and
@@ -42,73 +53,200 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 	if _, err := c.ttl("get or load", key, ttl); err != nil {
 		return zero, err
 	}
-	v, err := c.Get(ctx, key)
-	switch {
-	case err == nil, errors.Is(err, ErrNotFound):
-		return v, err
-	case ctx.Err() != nil:
-		return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ctx.Err())
-	case !errors.Is(err, ErrCacheMiss):
-		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
-	}
-
-	ch := c.group.DoChan(key, func() (any, error) {
-		return c.load(ctx, key, ttl, load)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return zero, r.Err
+	f := c.flights.current(key)
+	if f == nil {
+		v, err := c.read(ctx, key)
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound):
+			return v, err
+		case ctx.Err() != nil:
+			return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ctx.Err())
+		case !errors.Is(err, ErrCacheMiss):
+			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
 		}
-		v, _ := r.Val.(T) // always a T: c.load returns one
-		return v, nil
+		var started bool
+		if f, started = c.flights.join(key); started {
+			if !c.startLoad(ctx, f, key, ttl, load) {
+				return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ErrClosed)
+			}
+		}
+	}
+	select {
+	case <-f.done:
+		return f.v, f.err
 	case <-ctx.Done():
 		return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ctx.Err())
 	}
 }
 
-// load runs one shared load and stores its result.
-func (c *Cache[T]) load(ctx context.Context, key string, ttl time.Duration, load func(context.Context) (T, error)) (any, error) {
+// maxReadWait bounds a Redis read of GetOrLoad when the caller's context
+// has no deadline, or a later one.
+const maxReadWait = time.Second
+
+// read is Get with its wait bounded by GetOrLoad's share of the caller's
+// time.
+func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
+	wait := maxReadWait
+	if dl, ok := ctx.Deadline(); ok {
+		if half := time.Until(dl) / 2; half < wait {
+			wait = half
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	v, err := c.Get(rctx, key)
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil && !errors.Is(err, ErrCacheMiss) {
+		// Redis's share of the time ran out, not the caller's.
+		err = fmt.Errorf("rediskit: get %q: no reply within %v", key, wait)
+	}
+	return v, err
+}
+
+// startLoad starts f's load on a goroutine that Close waits for, and
+// reports whether it could (not after Close).
+func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error)) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("rediskit: get or load %q: %w", key, ErrClosed)
+		c.flights.end(key, f, zeroOf[T](), fmt.Errorf("rediskit: get or load %q: %w", key, ErrClosed))
+		return false
 	}
 	c.loads.Add(1)
 	c.mu.Unlock()
-	defer c.loads.Done()
+	go func() {
+		defer c.loads.Done()
+		c.load(ctx, f, key, ttl, load)
+	}()
+	return true
+}
 
+func zeroOf[T any]() (zero T) { return zero }
+
+// load runs one shared load: it reads Redis again, since a value may have
+// been written between the callers' miss and now, calls load, hands the
+// result to the waiters, and then writes it back.
+func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error)) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.loadTimeout)
 	defer cancel()
 	defer context.AfterFunc(c.lifetime, cancel)()
 
+	if v, err := c.read(lctx, key); err == nil || errors.Is(err, ErrNotFound) {
+		c.flights.end(key, f, v, err)
+		return
+	}
 	start := time.Now()
 	v, err := callLoad(lctx, load)
-	if errors.Is(err, ErrNotFound) {
+	var b []byte // what to write back
+	wbTTL := c.cfg.negativeTTL
+	switch {
+	case errors.Is(err, ErrNotFound):
 		c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
-		if c.cfg.negativeTTL > 0 {
-			if werr := c.client.Set(lctx, c.cfg.prefix+key, notFoundMarker, c.cfg.negativeTTL).Err(); werr != nil {
-				c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: werr})
-			}
+		err = fmt.Errorf("rediskit: load %q: %w", key, err)
+		if wbTTL > 0 {
+			b = []byte(notFoundMarker)
 		}
-		return nil, fmt.Errorf("rediskit: load %q: %w", key, err)
-	}
-	if err != nil {
+	case err != nil:
 		c.cfg.emit(&c.stats, Event{Kind: EventLoadError, Key: key, Err: err})
-		return nil, fmt.Errorf("rediskit: load %q: %w", key, err)
-	}
-	c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
-	if err := c.Set(lctx, key, v, ttl); err != nil {
-		if errors.Is(err, ErrInvalidArgument) {
-			return nil, err
+		err = fmt.Errorf("rediskit: load %q: %w", key, err)
+	default:
+		c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
+		if b, err = c.encode("get or load", key, v); err != nil {
+			v = zeroOf[T]()
 		}
-		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
+		ttl, _ = c.ttl("get or load", key, ttl)
+		wbTTL = c.jittered(ttl)
 	}
-	return v, nil
+	if b == nil {
+		// Nothing to write back: an error is not cached, and the next
+		// caller must load again, not share this one's failure.
+		c.flights.end(key, f, v, err)
+		return
+	}
+	f.deliver(v, err)
+	c.writeBack(lctx, key, b, wbTTL)
+	// Only now: until the value is in Redis, later callers take it from
+	// the flight instead of missing and loading again.
+	c.flights.remove(key, f)
 }
 
-// callLoad calls load, turning a panic into an error: singleflight would
-// otherwise re-panic it on a goroutine of its own, crashing the program.
+// writeBack stores a loaded value, unless the key holds another Redis type,
+// and reports failures and conflicts through the hook.
+func (c *Cache[T]) writeBack(ctx context.Context, key string, b []byte, ttl time.Duration) {
+	n, err := writeBackScript.Run(ctx, c.client, []string{c.cfg.prefix + key}, b, ttl.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("rediskit: write back %q: %w", key, err)
+	case n == 0:
+		err = fmt.Errorf("rediskit: write back %q: %w", key, ErrWrongType)
+	default:
+		return
+	}
+	c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
+}
+
+// flight is one shared load of a key. Its waiters get its result when done
+// is closed; it stays in the Cache's flights until the result is written
+// back.
+type flight[T any] struct {
+	done chan struct{}
+	v    T
+	err  error
+}
+
+func (f *flight[T]) deliver(v T, err error) {
+	f.v, f.err = v, err
+	close(f.done)
+}
+
+// flights are a Cache's loads in progress, by key. golang.org/x/sync's
+// singleflight does not fit: it forgets a call when the call returns, but a
+// load must stay joinable until its value is written back, after its
+// waiters have been answered.
+type flights[T any] struct {
+	mu sync.Mutex
+	m  map[string]*flight[T]
+}
+
+// current returns the key's flight, if one is in progress.
+func (fs *flights[T]) current(key string) *flight[T] {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.m[key]
+}
+
+// join returns the key's flight, starting one (started) if there is none.
+func (fs *flights[T]) join(key string) (f *flight[T], started bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if f = fs.m[key]; f != nil {
+		return f, false
+	}
+	if fs.m == nil {
+		fs.m = map[string]*flight[T]{}
+	}
+	f = &flight[T]{done: make(chan struct{})}
+	fs.m[key] = f
+	return f, true
+}
+
+// remove ends the key's flight f.
+func (fs *flights[T]) remove(key string, f *flight[T]) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.m[key] == f {
+		delete(fs.m, key)
+	}
+}
+
+// end removes f and then delivers its result, so that a caller answered
+// with it and calling again starts a new flight.
+func (fs *flights[T]) end(key string, f *flight[T], v T, err error) {
+	fs.remove(key, f)
+	f.deliver(v, err)
+}
+
+// callLoad calls load, turning a panic into an error: it runs on a
+// goroutine of its own, where a panic would crash the program.
 func callLoad[T any](ctx context.Context, load func(context.Context) (T, error)) (v T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -119,8 +257,9 @@ func callLoad[T any](ctx context.Context, load func(context.Context) (T, error))
 }
 
 // Close cancels the context of the loads in progress, waits for them to
-// return, and makes later GetOrLoad misses fail with [ErrClosed]. Get, Set
-// and the other methods keep working. It does not close the client. Close
+// return, and for the Redis reads their callers stopped waiting for, and
+// makes later GetOrLoad misses fail with [ErrClosed]. Get, Set and the
+// other methods keep working. It does not close the client. Close
 // always returns nil.
 func (c *Cache[T]) Close() error {
 	if c == nil || c.cancel == nil {
@@ -131,5 +270,6 @@ func (c *Cache[T]) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.loads.Wait()
+	c.calls.close()
 	return nil
 }

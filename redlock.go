@@ -17,7 +17,7 @@ import (
 // NewRedlock returns a Locker that keeps each lock on a majority of the
 // given independent Redis masters, with the Redlock algorithm: an
 // acquisition tries every node in parallel, each within a per-node timeout
-// of a tenth of the TTL (between 10 ms and 1 s), and succeeds when a majority
+// of a tenth of the TTL (between 20 ms and 1 s), and succeeds when a majority
 // took the lock while the lock's validity, ttl minus the time the attempt
 // took minus an allowance for clock drift (1% of ttl plus 2 ms), is still
 // positive, and its fence was written back to a majority (see below);
@@ -126,11 +126,11 @@ const MinRedlockTTL = 50 * time.Millisecond
 func (q *quorum) minTTL() time.Duration { return MinRedlockTTL }
 
 // nodeTimeout bounds one node's part in one round of an operation: a tenth
-// of the TTL, between 10 ms and 1 s.
+// of the TTL, between 20 ms and 1 s.
 func nodeTimeout(ttl time.Duration) time.Duration {
 	d := ttl / 10
-	if d < 10*time.Millisecond {
-		d = 10 * time.Millisecond
+	if d < 20*time.Millisecond {
+		d = 20 * time.Millisecond
 	}
 	if d > time.Second {
 		d = time.Second

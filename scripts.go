@@ -121,3 +121,19 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + FENCE_LIFE_MS)
 return 1
 `)
+
+// writeBackScript stores a value GetOrLoad loaded, unless the key holds
+// another Redis type: another program's data is not a cache's to replace.
+//
+// KEYS[1] the key. ARGV[1] the encoded value; ARGV[2] the TTL in
+// milliseconds.
+// Reply: 1 when stored; 0 when the key holds a type other than string.
+var writeBackScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])
+if type(t) == 'table' then t = t['ok'] end
+if t ~= 'none' and t ~= 'string' then
+	return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)

@@ -69,7 +69,11 @@ func (f *fixture) call(t *testing.T, method, path string) (int, map[string]any) 
 }
 
 func TestAttemptActionContention(t *testing.T) {
-	f := newFixture(t, testConfig())
+	cfg := testConfig()
+	// Long enough for all the requests to arrive while the first holds the
+	// lock, on a loaded machine too: a request after its release may win.
+	cfg.Work = time.Second
+	f := newFixture(t, cfg)
 	const n = 20
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -159,6 +163,8 @@ func TestGetUserThroughTheCache(t *testing.T) {
 	assert.Equal(t, true, body["cached"])
 	assert.EqualValues(t, 1, body["db_loads"], "the second read is a hit")
 
+	// Written back after the first caller was answered.
+	require.Eventually(t, func() bool { return f.mr.Exists("user:7") }, 5*time.Second, time.Millisecond)
 	raw, err := f.mr.Get("user:7")
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"id":7,"name":"User 7","email":"user7@example.com"}`, raw, "plain JSON, readable by the seed")

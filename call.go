@@ -51,7 +51,8 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 	return false
 }
 
-// inline reports whether a call on ctx can run on the caller's goroutine:
+// inline reports whether a call on ctx can run on the caller's goroutine
+// when nothing needs its reply after the caller has gone:
 // when ctx never ends, or when the client itself stops at ctx's deadline.
 // A cancellation before the deadline is then noticed when the client
 // returns, at the deadline at the latest.
@@ -67,9 +68,15 @@ func (cs *calls) inline(ctx context.Context) bool {
 // whichever comes first. In the latter case abandoned is true, op goes on in
 // the background, and settle, if not nil, is called with its result when it
 // returns: that is where a call's effect that nobody will use is undone.
-// After close, run waits for op whatever ctx does.
+// After close, run waits for op whatever ctx does. With settle, op always
+// runs on a goroutine of its own, unless ctx never ends: on the caller's, a
+// client that honours ctx's deadline would drop the reply that settle
+// needs.
 func run[T any](cs *calls, ctx context.Context, op func(context.Context) (T, error), settle func(T, error)) (v T, abandoned bool, err error) {
-	if cs.inline(ctx) || !cs.track() {
+	if err := ctx.Err(); err != nil {
+		return v, false, err // not even sent
+	}
+	if ctx.Done() == nil || (settle == nil && cs.inline(ctx)) || !cs.track() {
 		v, err = op(ctx)
 		return v, false, err
 	}

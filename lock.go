@@ -146,12 +146,22 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 	}()
 	var lastErr error // the last attempt's error, if a wait is riding it out
+	attempted := false
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		holderTTL := time.Duration(-1) // unknown until an attempt says
 		if retry > 1 || w == nil {
+			if attempted {
+				// A fresh token for every attempt: an attempt that failed
+				// may be undone later, in the background, by its token,
+				// and must not undo this one's lock.
+				if lk.token, err = newToken(); err != nil {
+					return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+				}
+			}
+			attempted = true
 			g, err := l.store.obtain(actx, lk.keys, lk.token, ttl)
 			if err == nil {
 				woken = false // the attempt saw the lock as it is
@@ -170,8 +180,11 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			case actx.Err() != nil:
 				// The wait's own bound, not the caller's deadline: no
-				// context error may leak into what we say.
-				lastErr = fmt.Errorf("no reply within the wait of %v", timeout)
+				// context error may leak into what we say. An earlier
+				// attempt's error says more than "no reply" does.
+				if lastErr == nil {
+					lastErr = fmt.Errorf("no reply within the wait of %v", timeout)
+				}
 			case errors.Is(err, errLateReply) || transient(err):
 				lastErr = err
 				if woken {
@@ -193,21 +206,27 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			}
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
 		}
-		if w == nil {
-			// Subscribe, then retry at once unless another waiter
-			// subscribed first: a release between the failed attempt and
-			// the subscription published to nobody.
-			var joined bool
-			if w, joined = l.store.notifier().watch(actx, lk.keys.companion); w != nil && !joined {
-				continue
-			}
-		}
 		sleep := l.cfg.backoff.Next(retry)
 		if holderTTL > 0 && sleep > holderTTL {
 			sleep = holderTTL
 		}
 		if sleep > left {
 			sleep = left
+		}
+		if w == nil {
+			// Subscribe, then retry at once unless another waiter
+			// subscribed first: a release between the failed attempt and
+			// the subscription published to nobody. Waiting for the
+			// subscription's confirmation is bounded by the sleep it
+			// replaces, so a server slow to confirm (or refusing) costs no
+			// more than the backoff.
+			wctx, cancel := context.WithTimeout(actx, sleep)
+			var joined bool
+			w, joined = l.store.notifier().watch(wctx, lk.keys.companion)
+			cancel()
+			if w != nil && !joined {
+				continue
+			}
 		}
 		var err error
 		if woken, err = pause(ctx, sleep, w); err != nil {

@@ -68,9 +68,10 @@ type notifier struct {
 	publish      any // mode.publishCommand(), boxed once for the release script
 	linger, tick time.Duration
 
-	mu     sync.Mutex
-	subs   map[string]*subscription // by node address; "" in classic mode
-	closed bool
+	mu      sync.Mutex
+	subs    map[string]*subscription // by node address; "" in classic mode
+	closed  bool
+	running sync.WaitGroup // the subscriptions' goroutines
 }
 
 // subscription is one pub/sub connection, the goroutine reading it, and
@@ -166,6 +167,7 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 			sub.ps = n.client.Subscribe(context.WithoutCancel(ctx))
 		}
 		n.subs[node] = sub
+		n.running.Add(2)
 		go n.receive(sub)
 		go n.write(sub)
 	}
@@ -251,6 +253,11 @@ func (sub *subscription) enqueue(op subOp) {
 		sub.unsubs[op.name]++
 	}
 	sub.ops = append(sub.ops, op)
+	sub.kickWriter()
+}
+
+// kickWriter tells the writer there is work.
+func (sub *subscription) kickWriter() {
 	select {
 	case sub.kick <- struct{}{}:
 	default: // already kicked
@@ -273,6 +280,7 @@ func (sub *subscription) unconfirmed(name string) bool {
 // Each is bounded by confirmWait; one that fails leaves its waiters on
 // backoff alone, as a lost message would.
 func (n *notifier) write(sub *subscription) {
+	defer n.running.Done()
 	defer close(sub.wdone)
 	for {
 		select {
@@ -346,8 +354,10 @@ func (w *waiter) signal() bool {
 // receive reads the subscription's messages until it is closed, or idle
 // for notifyLinger.
 func (n *notifier) receive(sub *subscription) {
+	defer n.running.Done()
 	defer close(sub.done)
 	ctx := context.Background()
+	broken := false // the connection broke and has not been seen working since
 	for {
 		msg, err := sub.ps.ReceiveTimeout(ctx, n.tick)
 		n.mu.Lock()
@@ -355,79 +365,113 @@ func (n *notifier) receive(sub *subscription) {
 			n.mu.Unlock()
 			return
 		}
-		if err != nil {
-			var netErr interface{ Timeout() bool }
-			var replyErr redis.Error
-			switch {
-			case len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger:
-				delete(n.subs, sub.node)
-				n.mu.Unlock()
-				close(sub.quit)
-				_ = sub.ps.Close()
-				<-sub.wdone
-				return
-			case errors.As(err, &netErr) && netErr.Timeout():
-				n.mu.Unlock()
-			case errors.As(err, &replyErr):
-				// A reply to a (re)subscription, not a broken connection:
-				// CROSSSLOT when go-redis resubscribed channels of several
-				// slots in one SSUBSCRIBE, MOVED for a channel whose slot
-				// moved. Channels are subscribed one by one after a
-				// reconnect (below), and moved ones leave (unsubscribed).
-				n.mu.Unlock()
-			default:
-				// The connection broke and messages may be lost: wake every
-				// waiter to retry. go-redis reconnects and resubscribes, but
-				// on a Cluster all channels in one SSUBSCRIBE, which Redis
-				// refuses when they lie in several slots: subscribe each
-				// again on its own.
-				for name, ch := range sub.channels {
-					if n.mode == notifySharded {
-						sub.enqueue(subOp{subscribe: true, name: name})
-					}
-					for _, w := range ch.waiters {
-						w.signal()
-					}
-				}
-				n.mu.Unlock()
-				time.Sleep(100 * time.Millisecond) // a node that is down: do not spin
+		var netErr interface{ Timeout() bool }
+		var replyErr redis.Error
+		if err == nil || (errors.As(err, &netErr) && netErr.Timeout()) || errors.As(err, &replyErr) {
+			if broken {
+				// Working again, after go-redis reconnected and
+				// resubscribed; but on a Cluster all channels in one
+				// SSUBSCRIBE, which Redis refuses (CROSSSLOT) when they
+				// lie in several slots: subscribe each again on its own.
+				// Messages may have been lost meanwhile: every waiter
+				// retries.
+				broken = false
+				sub.wakeAll(n.mode == notifySharded)
 			}
-			continue
 		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			ch := sub.channels[m.Channel]
-			ours := false
-			if k := m.Kind; k == "sunsubscribe" || k == "unsubscribe" {
-				ours = sub.unconfirmed(m.Channel)
+		switch {
+		case err == nil:
+			sub.handle(msg)
+		case len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger:
+			delete(n.subs, sub.node)
+			n.mu.Unlock()
+			close(sub.quit)
+			_ = sub.ps.Close()
+			<-sub.wdone
+			return
+		case errors.As(err, &netErr) && netErr.Timeout():
+		case errors.As(err, &replyErr):
+			// A reply to a (re)subscription, not a broken connection:
+			// CROSSSLOT (see above), MOVED for a channel whose slot moved,
+			// NOPERM for a user without channel permissions. The reply does
+			// not name its channel, so the waiters still waiting for a
+			// confirmation stop waiting, and rely on backoff.
+			for _, ch := range sub.channels {
+				ch.confirm()
 			}
-			switch {
-			case ch == nil || ours:
-			case m.Kind == "subscribe" || m.Kind == "ssubscribe":
-				select {
-				case <-ch.confirmed:
-				default:
-					close(ch.confirmed)
-				}
-			case m.Kind == "sunsubscribe" || m.Kind == "unsubscribe":
-				// Not ours: Redis 7 unsubscribes a sharded channel whose
-				// slot moved to another node. Its waiters must subscribe
-				// again there.
-				// Forget it in go-redis too, which would otherwise
-				// subscribe it again on this node after a reconnect.
-				delete(sub.channels, m.Channel)
-				ch.moved = true
-				for _, w := range ch.waiters {
-					w.signal()
-				}
-				sub.enqueue(subOp{subscribe: false, name: m.Channel})
-			}
-		case *redis.Message:
-			if ch := sub.channels[m.Channel]; ch != nil {
-				wakeOne(ch)
-			}
+		case !broken:
+			// The connection broke and messages may be lost: every waiter
+			// retries now, then backs off as usual while it is down.
+			broken = true
+			sub.wakeAll(false)
 		}
 		n.mu.Unlock()
+		if err != nil && !broken {
+			continue
+		}
+		if broken {
+			time.Sleep(100 * time.Millisecond) // a node that is down: do not spin
+		}
+	}
+}
+
+// wakeAll wakes every waiter of the subscription, after subscribing each
+// channel again if resubscribe. The caller holds n.mu.
+func (sub *subscription) wakeAll(resubscribe bool) {
+	for name, ch := range sub.channels {
+		if resubscribe {
+			sub.enqueue(subOp{subscribe: true, name: name})
+		}
+		for _, w := range ch.waiters {
+			w.signal()
+		}
+	}
+}
+
+// confirm marks the channel's subscription as settled, confirmed or not.
+func (ch *channel) confirm() {
+	select {
+	case <-ch.confirmed:
+	default:
+		close(ch.confirmed)
+	}
+}
+
+// handle acts on one message of the subscription. The caller holds n.mu.
+func (sub *subscription) handle(msg any) {
+	switch m := msg.(type) {
+	case *redis.Subscription:
+		ch := sub.channels[m.Channel]
+		ours := false
+		if k := m.Kind; k == "sunsubscribe" || k == "unsubscribe" {
+			ours = sub.unconfirmed(m.Channel)
+		}
+		switch {
+		case ch == nil || ours:
+		case m.Kind == "subscribe" || m.Kind == "ssubscribe":
+			ch.confirm()
+		case m.Kind == "sunsubscribe" || m.Kind == "unsubscribe":
+			// Not ours: Redis 7 unsubscribes a sharded channel whose slot
+			// moved to another node. Its waiters must subscribe again
+			// there. go-redis must forget it too, or it would subscribe it
+			// again on this node after a reconnect; that unsubscribe is
+			// not counted as ours, since this node will refuse it with
+			// MOVED rather than confirm it.
+			delete(sub.channels, m.Channel)
+			if len(sub.channels) == 0 {
+				sub.idleSince = time.Now()
+			}
+			ch.moved = true
+			for _, w := range ch.waiters {
+				w.signal()
+			}
+			sub.ops = append(sub.ops, subOp{subscribe: false, name: m.Channel})
+			sub.kickWriter()
+		}
+	case *redis.Message:
+		if ch := sub.channels[m.Channel]; ch != nil {
+			wakeOne(ch)
+		}
 	}
 }
 
@@ -450,7 +494,8 @@ func (n *notifier) close() {
 	for _, sub := range subs {
 		close(sub.quit)
 		_ = sub.ps.Close()
-		<-sub.done
-		<-sub.wdone
 	}
+	// Every subscription's goroutines, those that were ending on their own
+	// (idle) included.
+	n.running.Wait()
 }

@@ -160,6 +160,13 @@ func round[T any](q *quorum, ctx context.Context, timeout time.Duration,
 		err error
 	}
 	n := len(q.nodes)
+	replies := make([]nodeReply[T], n)
+	if err := ctx.Err(); err != nil { // not even sent
+		for i := range replies {
+			replies[i].err = &NodeError{Node: q.nodes[i].name, Err: err}
+		}
+		return replies
+	}
 	// For clients that honour it; cancelled when the last call returns, not
 	// when round does: a call goes on on the nodes nobody waited for.
 	nctx, cancel := context.WithTimeout(ctx, timeout)
@@ -190,7 +197,6 @@ func round[T any](q *quorum, ctx context.Context, timeout time.Duration,
 			}
 		})
 	}
-	replies := make([]nodeReply[T], n)
 	record := func(r result) {
 		err := r.err
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -241,8 +247,12 @@ func errNoReply(timeout time.Duration) error {
 func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
 	start := time.Now()
 	timeout := nodeTimeout(ttl)
-	replies := round(q, ctx, timeout, func(ctx context.Context, _ int, c redis.UniversalClient) (grant, error) {
-		reply, err := runAcquire(ctx, c, k, token, ttl)
+	// A node's reply is awaited past the round, on its connection, so that
+	// a grant that comes late is released (see single.obtain).
+	actx, cancel := context.WithDeadline(context.WithoutCancel(ctx), start.Add(timeout+settleWait))
+	time.AfterFunc(timeout+settleWait, cancel)
+	replies := round(q, ctx, timeout, func(_ context.Context, _ int, c redis.UniversalClient) (grant, error) {
+		reply, err := runAcquire(actx, c, k, token, ttl)
 		if err != nil {
 			return grant{}, err
 		}
@@ -289,7 +299,9 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 		return 0, nil
 	}, nil)
 	for i, r := range replies {
-		if !r.ok || (r.err != nil && unknownOutcome(r.v, r.err)) {
+		// A node that did not answer is settled when it does (late);
+		// one whose call failed may have taken the lock all the same.
+		if r.ok && r.err != nil && unknownOutcome(r.v, r.err) {
 			c := q.nodes[i].client
 			q.calls.background(func() { q.undoOn(c, k, token) })
 		}

@@ -72,15 +72,28 @@ func (s *single) close() {
 }
 
 func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
+	if err := ctx.Err(); err != nil {
+		return grant{}, err // not even sent
+	}
 	sent := time.Now()
 	var reply []int64
 	var err error
 	abandoned := false
-	if s.calls.inline(ctx) {
+	if ctx.Done() == nil {
 		reply, err = runAcquire(ctx, s.client, k, token, ttl)
 	} else {
 		reply, abandoned, err = run(s.calls, ctx, func(ctx context.Context) ([]int64, error) {
-			return runAcquire(ctx, s.client, k, token, ttl)
+			// If the caller gives up, the reply is still awaited, on the
+			// same connection, so that a lock granted late is released
+			// (a release sent on another connection could overtake the
+			// acquisition). go-redis gives up on its own timeouts, or here.
+			rctx := context.WithoutCancel(ctx)
+			if dl, ok := ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				rctx, cancel = context.WithDeadline(rctx, dl.Add(settleWait))
+				defer cancel()
+			}
+			return runAcquire(rctx, s.client, k, token, ttl)
 		}, func(reply []int64, err error) { s.settleAcquire(k, token, reply, err) })
 	}
 	if err != nil {
@@ -130,6 +143,10 @@ func (s *single) undo(k lockKeys, token string) {
 
 // undoTimeout bounds a release that undoes an unused acquisition.
 const undoTimeout = time.Second
+
+// settleWait is how long an acquisition's reply is awaited after its caller
+// gave up, so that a lock granted late can be released.
+const settleWait = 3 * time.Second
 
 func (s *single) release(ctx context.Context, k lockKeys, token string, _ time.Duration) (bool, error) {
 	return s.tokenScript(ctx, releaseScript, k, token, s.notify.publish, k.companion)

@@ -99,8 +99,12 @@ func (l *Locker) WithLock(ctx context.Context, key string, fn func(ctx context.C
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), lc.ttl)
 		rerr := lk.Release(rctx)
 		rcancel()
-		if lost != nil && errors.Is(rerr, ErrLockNotHeld) {
+		switch {
+		case lost != nil && errors.Is(rerr, ErrLockNotHeld):
 			rerr = nil // already said, by lost
+		case errors.Is(rerr, context.DeadlineExceeded) && ctx.Err() == nil:
+			// The release's own bound, not the caller's deadline.
+			rerr = fmt.Errorf("rediskit: release %q: no reply within %v; the lock expires by itself", key, lc.ttl)
 		}
 		err = errors.Join(err, lost, rerr)
 	}()
@@ -122,11 +126,11 @@ func startWatchdog(ctx context.Context, lk *Lock, ttl time.Duration, cancelFn co
 	w := &watchdog{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.lost = w.loop(rctx, lk, ttl)
-		if w.lost != nil {
-			cancelFn(w.lost)
-			lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventLost, Key: lk.key, Err: w.lost})
-		}
+		w.lost = w.loop(rctx, lk, ttl, func(lost error) {
+			// At once, before waiting for any refresh in flight.
+			cancelFn(lost)
+			lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventLost, Key: lk.key, Err: lost})
+		})
 	}()
 	return w
 }
@@ -141,6 +145,11 @@ func refreshRetry(interval time.Duration) time.Duration {
 	return 50 * time.Millisecond
 }
 
+// maxRefreshes bounds the refreshes a watchdog has in flight: a slow one is
+// not given up, since it may still confirm the lock, but one more starts
+// beside it, on another connection, in case the first is stuck.
+const maxRefreshes = 2
+
 // refreshResult is what one refresh said, and when it was sent.
 type refreshResult struct {
 	sent time.Time
@@ -149,31 +158,34 @@ type refreshResult struct {
 
 // loop refreshes until ctx ends, and returns the error that lost the lock:
 // a refresh that found it gone, or refreshes failing until the moment the
-// lock may have expired.
+// lock may have expired. It calls lost with that error as soon as it knows.
 //
 // The expiry timer is what keeps the holder safe, so it must never wait
-// behind Redis: each refresh runs on a goroutine of its own and reports
-// back, and the loop only ever waits on timers and channels.
-func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error {
+// behind Redis: refreshes run on goroutines of their own and report back,
+// and the loop only ever waits on timers and channels.
+func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost func(error)) (err error) {
 	interval := ttl / 3
 	// The lock is certain to be held until ttl after the last successful
 	// refresh (or the acquisition) was sent, less the clocks' drift.
 	heldUntil := lk.validUntil
 	expiry := time.NewTimer(time.Until(heldUntil))
 	defer expiry.Stop()
-	next := time.NewTimer(interval) // the next refresh, or the in-flight one's end
+	next := time.NewTimer(interval) // the next refresh
 	defer next.Stop()
 
-	results := make(chan refreshResult, 1)
-	var inflight context.CancelFunc // cancels the refresh in flight, if any
+	rctx, cancel := context.WithCancel(ctx) // every refresh's
+	results := make(chan refreshResult, maxRefreshes)
+	inflight := 0
 	defer func() {
-		if inflight != nil {
-			inflight()
-			<-results // it returns at once: Redis calls end with their ctx
+		if err != nil {
+			lost(err)
+		}
+		cancel()
+		for ; inflight > 0; inflight-- {
+			<-results // they return at once: Redis calls end with their ctx
 		}
 	}()
 	var failure error // the last refresh's error
-	gaveUp := false   // the refresh in flight was given up
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,43 +196,31 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration) error 
 			}
 			return fmt.Errorf("rediskit: lock %q lost: not refreshed within its TTL: %w: %w", lk.key, ErrLockNotHeld, failure)
 		case <-next.C:
-			if inflight != nil {
-				// A refresh that has not answered in a whole interval is
-				// given up, and the next one starts when it reports.
-				inflight()
-				gaveUp = true
-				next.Reset(interval)
-				continue
+			if inflight < maxRefreshes {
+				inflight++
+				go func(sent time.Time) {
+					results <- refreshResult{sent, lk.Refresh(rctx, ttl)}
+				}(time.Now())
 			}
-			rctx, cancel := context.WithCancel(ctx)
-			inflight = cancel
-			go func(sent time.Time) {
-				results <- refreshResult{sent, lk.Refresh(rctx, ttl)}
-			}(time.Now())
 			next.Reset(interval)
 		case r := <-results:
-			inflight()
-			inflight = nil
+			inflight--
 			switch {
 			case r.err == nil:
 				if until := validUntil(r.sent, ttl); until.After(heldUntil) {
 					heldUntil = until
 					resetTimer(expiry, time.Until(heldUntil))
+					resetTimer(next, interval-time.Since(r.sent))
 				}
 				failure = nil
-				resetTimer(next, interval-time.Since(r.sent))
 			case ctx.Err() != nil:
 				return nil
 			case errors.Is(r.err, ErrLockNotHeld):
 				return fmt.Errorf("rediskit: lock %q lost: %w", lk.key, r.err)
-			case gaveUp:
-				failure = fmt.Errorf("refresh got no reply within %v", interval)
-				resetTimer(next, 0)
 			default:
 				failure = r.err // the expiry timer decides
 				resetTimer(next, refreshRetry(interval))
 			}
-			gaveUp = false
 		}
 	}
 }

@@ -136,3 +136,11 @@ func newLocker(t *testing.T, client redis.UniversalClient, opts ...rediskit.Opti
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
+
+// newCache returns a Cache closed when the test ends.
+func newCache[T any](t *testing.T, client redis.UniversalClient, opts ...rediskit.Option) *rediskit.Cache[T] {
+	t.Helper()
+	c := rediskit.NewCache[T](client, opts...)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -22,13 +22,17 @@ const notFoundMarker = "\x00rediskit:not-found"
 // A Cache is safe for concurrent use by multiple goroutines. It must not be
 // copied after first use. It does not own the client. Loads started by
 // [Cache.GetOrLoad] run on goroutines that end with the load, bounded by
-// [WithLoadTimeout], or with [Cache.Close].
+// [WithLoadTimeout], or with [Cache.Close]. A GetOrLoad that waits for
+// another process's load (see [WithLoadLease]) opens the Cache's pub/sub
+// subscription, whose goroutines end with Close or after 30 seconds without
+// waiters.
 type Cache[T any] struct {
 	client  redis.UniversalClient
 	cfg     config
 	stats   counters
 	flights flights[T]
 	calls   *calls
+	notify  *notifier // wake-ups from other processes' loads
 
 	// lifetime is the Cache's own context, not a caller's: Close cancels it
 	// to end the loads no caller is waiting for.
@@ -45,6 +49,9 @@ type Cache[T any] struct {
 // Cache returns an error wrapping [ErrInvalidArgument].
 func NewCache[T any](client redis.UniversalClient, opts ...Option) *Cache[T] {
 	c := &Cache[T]{client: client, cfg: newConfig(opts), calls: newCalls(client)}
+	if !isNilClient(client) {
+		c.notify = newNotifier(client)
+	}
 	if c.cfg.err == nil && isNilClient(client) {
 		c.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
 	}
@@ -141,7 +148,9 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 }
 
 // Delete removes keys, in one round trip; absent keys are not an error, and
-// no keys is a no-op. On Redis Cluster the keys may lie in any slots. It
+// no keys is a no-op. It also ends the GetOrLoad loads of those keys in
+// progress in any process (see [WithLoadLease]): their values, read before
+// the Delete, are not written back. On Redis Cluster the keys may lie in any slots. It
 // returns an error wrapping [ErrInvalidArgument] if a key is empty, and
 // deletes nothing then.
 func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
@@ -154,7 +163,8 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	case 0:
 		return nil
 	case 1:
-		if err := c.client.Del(ctx, c.cfg.prefix+keys[0]).Err(); err != nil {
+		rkey := c.cfg.prefix + keys[0]
+		if err := c.client.Del(ctx, rkey, leaseKey(rkey)).Err(); err != nil {
 			return fmt.Errorf("rediskit: delete %q: %w", keys[0], err)
 		}
 		return nil
@@ -163,7 +173,8 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	// cluster, and go-redis sends a pipeline to each node in parallel.
 	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, key := range keys {
-			p.Del(ctx, c.cfg.prefix+key)
+			rkey := c.cfg.prefix + key
+			p.Del(ctx, rkey, leaseKey(rkey)) // one slot: see leaseKey
 		}
 		return nil
 	})

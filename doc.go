@@ -111,9 +111,10 @@
 // Cache values are stored under their key exactly as the codec encodes them:
 // with the default JSON codec, a Python service using json.dumps and
 // json.loads on the same keys shares the cache. [Cache.GetOrLoad] loads a
-// key once per process however its misses are timed, answers from the
-// loader within the caller's deadline when Redis is slow or down, and never
-// overwrites a key holding another Redis type. Batch reads and
+// key once across all the processes that share the Redis, however their
+// misses are timed (a lease in the key's slot; see [WithLoadLease]),
+// answers from the loader within the caller's deadline when Redis is slow
+// or down, and never overwrites a key holding another Redis type. Batch reads and
 // writes are pipelined, one round trip per node, so keys may lie in any
 // cluster slots.
 //
@@ -127,10 +128,12 @@
 // # Concurrency
 //
 // Lockers, Locks and Caches are safe for concurrent use by multiple
-// goroutines. The goroutines the package starts are the refresher of a
-// [Locker.WithLock] call, which ends before the call returns; a Locker's
-// pub/sub reader, which ends with [Locker.Close] or after 30 seconds without
-// waiters; and the loads of [Cache.GetOrLoad], which end with the load
-// (bounded by [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
+// goroutines. The goroutines the package starts are: the refresher of a
+// [Locker.WithLock] call, which ends before the call returns; the pub/sub
+// reader and writer of a Locker or a Cache, which end with Close or after
+// 30 seconds without waiters; the Redis calls a caller stopped waiting for,
+// which end within the client's own timeouts and which Close waits for; and
+// the loads of [Cache.GetOrLoad], which end with the load (bounded by
+// [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
 // package through [WithHook] and the Stats methods.
 package rediskit

@@ -112,6 +112,7 @@ func Example() {
 		Name string `json:"name"`
 	}
 	users := rediskit.NewCache[User](client, rediskit.WithKeyPrefix("app:"))
+	defer users.Close()
 	u, err := users.GetOrLoad(ctx, "user:1", time.Hour, func(ctx context.Context) (User, error) {
 		return User{ID: 1, Name: "Ada"}, nil // from the database, on a miss
 	})
@@ -139,6 +140,7 @@ func ExampleCache_Get() {
 		Theme string `json:"theme"`
 	}
 	cache := rediskit.NewCache[Settings](client)
+	defer cache.Close()
 	if err := cache.Set(ctx, "settings:7", Settings{Theme: "dark"}, 0); err != nil { // 0: the default hour
 		fmt.Println("error:", err)
 	}
@@ -162,6 +164,7 @@ func ExampleCache_GetOrLoad() {
 	ctx := context.Background()
 
 	cache := rediskit.NewCache[string](client, rediskit.WithNegativeCaching(time.Minute))
+	defer cache.Close()
 	loads := 0
 	load := func(ctx context.Context) (string, error) {
 		loads++
@@ -195,6 +198,7 @@ func ExampleCache_GetMany() {
 	ctx := context.Background()
 
 	prices := rediskit.NewCache[float64](client)
+	defer prices.Close()
 	_ = prices.SetMany(ctx, map[string]float64{"price:apple": 1.25, "price:pear": 0.8}, time.Minute)
 
 	got, err := prices.GetMany(ctx, "price:apple", "price:pear", "price:kiwi")

@@ -53,7 +53,7 @@ func TestSeedInterop(t *testing.T) {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
 	}
-	users := rediskit.NewCache[user](client)
+	users := newCache[user](t, client)
 
 	t.Run("Go reads what Python wrote", func(t *testing.T) {
 		key := prefix + "py-user"

@@ -79,6 +79,10 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 	}
 }
 
+// writeBackTimeout bounds the write-back of a loaded value on a client that
+// honours deadlines.
+const writeBackTimeout = time.Second
+
 // maxReadWait bounds a Redis read of GetOrLoad when the caller's context
 // has no deadline, or a later one.
 const maxReadWait = time.Second
@@ -130,12 +134,20 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 	defer cancel()
 	defer context.AfterFunc(c.lifetime, cancel)()
 
-	if v, err := c.read(lctx, key); err == nil || errors.Is(err, ErrNotFound) {
+	lease := ""
+	if c.cfg.leaseTTL > 0 {
+		v, err, found, l := c.awaitFleet(lctx, key)
+		if found {
+			c.flights.end(key, f, v, err)
+			return
+		}
+		lease = l
+	} else if v, err := c.read(lctx, key); err == nil || errors.Is(err, ErrNotFound) {
 		c.flights.end(key, f, v, err)
 		return
 	}
 	start := time.Now()
-	v, err := callLoad(lctx, load)
+	v, err := c.loadLeased(lctx, key, lease, load)
 	var b []byte // what to write back
 	wbTTL := c.cfg.negativeTTL
 	switch {
@@ -156,14 +168,26 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 		ttl, _ = c.ttl("get or load", key, ttl)
 		wbTTL = c.jittered(ttl)
 	}
+	// The write-back, or the lease's removal, is made even when Close
+	// has cancelled the load: a lease left behind would stall the other
+	// processes for its TTL. It is one short call, bounded on its own.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(lctx), writeBackTimeout)
+	defer wcancel()
 	if b == nil {
 		// Nothing to write back: an error is not cached, and the next
 		// caller must load again, not share this one's failure.
 		c.flights.end(key, f, v, err)
+		if lease != "" {
+			c.dropLease(wctx, key, lease)
+		}
 		return
 	}
 	f.deliver(v, err)
-	c.writeBack(lctx, key, b, wbTTL)
+	if lease != "" {
+		c.writeLeased(wctx, key, lease, b, wbTTL)
+	} else {
+		c.writeBack(wctx, key, b, wbTTL)
+	}
 	// Only now: until the value is in Redis, later callers take it from
 	// the flight instead of missing and loading again.
 	c.flights.remove(key, f)
@@ -271,5 +295,8 @@ func (c *Cache[T]) Close() error {
 	c.cancel()
 	c.loads.Wait()
 	c.calls.close()
+	if c.notify != nil {
+		c.notify.close()
+	}
 	return nil
 }

@@ -29,6 +29,7 @@ type config struct {
 	jitter      float64
 	negativeTTL time.Duration // 0: negative caching off
 	loadTimeout time.Duration
+	leaseTTL    time.Duration // 0: one load per process, not per fleet
 
 	err error // the first invalid option
 }
@@ -39,6 +40,7 @@ func newConfig(opts []Option) config {
 		defaultTTL:  time.Hour,
 		codec:       JSONCodec{},
 		loadTimeout: time.Minute,
+		leaseTTL:    3 * time.Second,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -77,7 +79,8 @@ func (o hookOption) apply(c *config) { c.hook = o.hook }
 func (o hookOption) String() string  { return "WithHook(...)" }
 
 // WithRetryBackoff returns an Option that sets how long a Locker's waiting
-// acquisitions sleep between attempts. Whatever b returns, a waiter never
+// acquisitions, and a Cache's GetOrLoad waiting for another process's load
+// (see [WithLoadLease]), sleep between attempts. Whatever b returns, a waiter never
 // sleeps past the holder's remaining TTL nor past its own timeout. The
 // default is ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond).
 // A nil b is invalid.
@@ -185,3 +188,33 @@ func (o loadTimeoutOption) apply(c *config) {
 func (o loadTimeoutOption) String() string {
 	return fmt.Sprintf("WithLoadTimeout(%v)", time.Duration(o))
 }
+
+// WithLoadLease returns an Option that sets how Cache.GetOrLoad keeps
+// processes from loading the same key at once. On a miss, a process takes
+// the key's lease (a companion key in the same cluster slot, "{tag}key:lease",
+// holding a random token) in the same round trip as its read, and loads; the
+// other processes wait for the value, woken by a message when it is
+// written (sharded pub/sub on a Cluster), or load themselves if the
+// holder's load fails. The key itself stays absent until the value is
+// written, so other programs see a plain miss. The holder keeps the lease
+// alive while it loads, so ttl bounds how long a crashed holder delays the
+// others. A [Cache.Delete] during the load removes the lease, and the
+// loaded value, possibly stale, is then not written; nor is it over a value
+// Set meanwhile. Waiting processes also poll with the [WithRetryBackoff]
+// backoff, never past the lease's remaining TTL.
+//
+// The default is a lease of 3 seconds. A ttl of 0 turns leases off: loads
+// are then shared within a process only, without the lease's writes. A ttl
+// between 0 and 10 milliseconds, or negative, is invalid.
+func WithLoadLease(ttl time.Duration) Option { return leaseOption(ttl) }
+
+type leaseOption time.Duration
+
+func (o leaseOption) apply(c *config) {
+	if d := time.Duration(o); d != 0 && d < 10*time.Millisecond {
+		c.invalid("WithLoadLease(%v)", d)
+		return
+	}
+	c.leaseTTL = time.Duration(o)
+}
+func (o leaseOption) String() string { return fmt.Sprintf("WithLoadLease(%v)", time.Duration(o)) }

@@ -594,7 +594,7 @@ func TestReview6HugeBackoffDoesNotSpin(t *testing.T) {
 func TestReview7GetManyErrorIndependentOfOrder(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		c := rediskit.NewCache[int](b.client)
+		c := newCache[int](t, b.client)
 		t.Cleanup(func() { _ = c.Close() })
 		list, absent, present := b.key("list"), b.key("absent"), b.key("present")
 		require.NoError(t, b.client.RPush(ctx, list, "x").Err())

@@ -137,3 +137,48 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `)
+
+// readOrLeaseScript reads a cache key and, if it is absent, takes the
+// key's load lease, so that one process of the fleet loads the value.
+//
+// KEYS[1] the key; KEYS[2] its lease key (same cluster slot). ARGV[1] the
+// lease's token; ARGV[2] the lease's TTL in milliseconds.
+// Reply: {0, bytes} when the key holds a value (or a not-found marker);
+// {1, 0} when the lease was taken; {2, pttl} when another process holds
+// it. A key of another type gives WRONGTYPE, as GET would.
+var readOrLeaseScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then
+	return {0, v}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	return {1, 0}
+end
+return {2, redis.call('PTTL', KEYS[2])}
+`)
+
+// leaseWriteScript ends a load lease: it writes the value loaded under it,
+// unless the lease is gone (a Delete removed it: the value may be stale) or
+// the key was written meanwhile (by a Set: newer), and wakes the processes
+// waiting for the value.
+//
+// KEYS[1] the key; KEYS[2] its lease key. ARGV[1] the lease's token;
+// ARGV[2] the value; ARGV[3] its TTL in milliseconds; ARGV[4] the publish
+// command (PUBLISH, SPUBLISH, or empty for none); ARGV[5] the channel, in
+// KEYS[1]'s slot.
+// Reply: 1 when written; 0 when not.
+var leaseWriteScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+	return 0
+end
+local written = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+	redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+	written = 1
+end
+redis.call('DEL', KEYS[2])
+if ARGV[4] ~= '' then
+	redis.pcall(ARGV[4], ARGV[5], '')
+end
+return written
+`)

@@ -55,7 +55,7 @@ func TestAwkwardKeysOnEveryBackend(t *testing.T) {
 			require.NoError(t, lk.Release(ctx), "key %q", key)
 		}
 
-		c := rediskit.NewCache[string](b.client, rediskit.WithKeyPrefix(b.prefix))
+		c := newCache[string](t, b.client, rediskit.WithKeyPrefix(b.prefix))
 		items := map[string]string{}
 		for _, key := range awkwardKeys {
 			items[key] = "v:" + key

@@ -1,0 +1,179 @@
+package rediskit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// One load per key across processes. A process whose GetOrLoad misses
+// takes the key's lease: a companion key in the same cluster slot, holding
+// a random token and expiring after the lease's TTL. The process that took
+// it loads; the others find it, wait for the value, and are woken by a
+// message the holder publishes when it writes the value back (or gives up).
+// The key itself stays absent meanwhile, so other programs (the Python
+// seed) see a plain miss. The write-back happens only if the lease is still
+// the holder's own, so a Delete during the load (which removes the lease)
+// keeps the slow loader's stale value out, as memcache leases do; and only
+// if the key is still absent, so a Set meanwhile wins. The holder refreshes
+// its lease while it loads, so a crashed holder costs the others at most
+// the lease's TTL; a wait is also bounded by the backoff, so a lost message
+// costs a backoff sleep.
+
+// leaseKey is the key of rkey's load lease.
+func leaseKey(rkey string) string { return companionKey(rkey, ":lease") }
+
+// leaseChannel is where a key's lease holder publishes that it is done.
+func leaseChannel(rkey string) string { return companionKey(rkey, ":loaded") }
+
+// leaseState is what readOrLease found.
+type leaseState int
+
+const (
+	leaseValue leaseState = iota // the key holds a value: the reply's bytes
+	leaseTaken                   // the key was absent: the lease is ours
+	leaseHeld                    // another process holds a lease
+)
+
+// readOrLease reads key and, if it is absent, takes its lease with token,
+// in one round trip. For a lease held by another process it returns the
+// lease's remaining TTL.
+func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string) (leaseState, []byte, time.Duration, error) {
+	reply, err := readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds()).Slice()
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	if len(reply) != 2 {
+		return 0, nil, 0, fmt.Errorf("unexpected read-or-lease reply %v", reply)
+	}
+	state, _ := reply[0].(int64)
+	switch state {
+	case 0:
+		s, _ := reply[1].(string)
+		return leaseValue, []byte(s), 0, nil
+	case 1:
+		return leaseTaken, nil, 0, nil
+	}
+	pttl, _ := reply[1].(int64)
+	return leaseHeld, nil, time.Duration(pttl) * time.Millisecond, nil
+}
+
+// awaitFleet is the cross-process part of a shared load: it returns the
+// key's value when Redis has one (found), waiting while another process
+// loads it, or the token of the lease this process now holds and must load
+// under. With neither (Redis failing, the key corrupt or of another type,
+// ctx ended), the caller loads without a lease.
+func (c *Cache[T]) awaitFleet(ctx context.Context, key string) (v T, err error, found bool, lease string) {
+	token, err := newToken()
+	if err != nil {
+		return v, nil, false, ""
+	}
+	rkey := c.cfg.prefix + key
+	var w *waiter
+	defer func() {
+		if w != nil {
+			c.notify.unwatch(w, false)
+		}
+	}()
+	for retry := 1; ; retry++ {
+		state, b, pttl, err := c.readOrLease(ctx, rkey, token)
+		switch {
+		case err != nil:
+			if isWrongType(err) {
+				err = fmt.Errorf("rediskit: get %q: %w: %w", key, ErrWrongType, err)
+			}
+			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
+			return v, nil, false, ""
+		case state == leaseTaken:
+			return v, nil, false, token
+		case state == leaseValue:
+			v, err := c.decode(key, b, nil)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				// Undecodable, as the caller's own read found and
+				// reported: load, and replace it.
+				return v, nil, false, ""
+			}
+			return v, err, true, ""
+		}
+		// Another process loads. Subscribe, then look again at once: its
+		// message may have gone out before the subscription.
+		sleep := c.cfg.backoff.Next(retry)
+		if pttl > 0 && sleep > pttl {
+			sleep = pttl
+		}
+		if w == nil {
+			// Waiting for the subscription's confirmation is bounded by
+			// the sleep it replaces: the lease may be gone by then.
+			wctx, cancel := context.WithTimeout(ctx, sleep)
+			var joined bool
+			w, joined = c.notify.watch(wctx, leaseChannel(rkey))
+			cancel()
+			if w != nil && !joined {
+				continue
+			}
+		}
+		if _, err := pause(ctx, sleep, w); err != nil {
+			return v, nil, false, ""
+		}
+	}
+}
+
+// loadLeased calls load while keeping the lease alive, refreshing it every
+// third of its TTL. It reports whether the lease was still ours at the last
+// refresh; a lease lost (deleted with the key, or expired) is no reason to
+// stop the load, whose value the callers still get.
+func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(context.Context) (T, error)) (T, error) {
+	if lease == "" {
+		return callLoad(ctx, load)
+	}
+	rkey := c.cfg.prefix + key
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(c.cfg.leaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(ctx, c.cfg.leaseTTL/3)
+			n, err := refreshScript.Run(rctx, c.client, []string{leaseKey(rkey)}, lease, c.cfg.leaseTTL.Milliseconds()).Int64()
+			cancel()
+			if err == nil && n == 0 {
+				return // gone: a Delete, or an expiry; the write-back will know
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	return callLoad(ctx, load)
+}
+
+// writeLeased stores a loaded value and ends this process's lease, waking
+// the processes waiting for it; a key whose lease is gone (deleted) or that
+// was written meanwhile is left alone.
+func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte, ttl time.Duration) {
+	rkey := c.cfg.prefix + key
+	_, err := leaseWriteScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, lease, b, ttl.Milliseconds(), c.notify.publish, leaseChannel(rkey)).Int64()
+	if err != nil {
+		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: write back %q: %w", key, err)})
+	}
+}
+
+// dropLease removes this process's lease after a failed load and wakes the
+// waiting processes, which then load themselves: errors are not shared
+// across processes.
+func (c *Cache[T]) dropLease(ctx context.Context, key, lease string) {
+	rkey := c.cfg.prefix + key
+	if err := releaseScript.Run(ctx, c.client, []string{leaseKey(rkey)}, lease, c.notify.publish, leaseChannel(rkey)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: drop lease %q: %w", key, err)})
+	}
+}

@@ -144,6 +144,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 	if err := c.client.Set(ctx, c.cfg.prefix+key, b, c.jittered(ttl)).Err(); err != nil {
 		return fmt.Errorf("rediskit: set %q: %w", key, err)
 	}
+	c.flights.forget(key) // a load in progress here now has an older value
 	return nil
 }
 
@@ -167,6 +168,7 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		if err := c.client.Del(ctx, rkey, leaseKey(rkey)).Err(); err != nil {
 			return fmt.Errorf("rediskit: delete %q: %w", keys[0], err)
 		}
+		c.flights.forget(keys[0])
 		return nil
 	}
 	// One DEL per key, pipelined: a multi-key DEL fails with CROSSSLOT on a
@@ -180,6 +182,9 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("rediskit: delete %d keys: %w", len(keys), err)
+	}
+	for _, key := range keys {
+		c.flights.forget(key)
 	}
 	return nil
 }

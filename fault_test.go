@@ -748,20 +748,7 @@ func TestFaultRedisRestart(t *testing.T) {
 			_, err := l.TryAcquire(ctx, key, time.Minute) // the restart wipes this holder out
 			require.NoError(t, err)
 			ck := &csChecker{}
-			errs := make(chan error, waiters)
-			for i := 0; i < waiters; i++ {
-				go func() {
-					lk, err := l.AcquireWithTimeout(ctx, key, 5*time.Second, 20*time.Second)
-					if err == nil {
-						s := ck.Begin(key, "waiter")
-						s.SetFence(lk.Fence())
-						time.Sleep(time.Millisecond)
-						s.End()
-						err = lk.Release(ctx)
-					}
-					errs <- err
-				}()
-			}
+			errs := startWaiters(l, ck, key, waiters)
 			time.Sleep(300 * time.Millisecond) // all waiting
 			srv.kill()
 			time.Sleep(time.Second)
@@ -855,20 +842,7 @@ func TestFaultClusterFailover(t *testing.T) {
 			holder, err := l.TryAcquire(ctx, key, 30*time.Second)
 			require.NoError(t, err)
 			ck := &csChecker{}
-			errs := make(chan error, waiters)
-			for i := 0; i < waiters; i++ {
-				go func() {
-					lk, err := l.AcquireWithTimeout(ctx, key, 5*time.Second, 20*time.Second)
-					if err == nil {
-						s := ck.Begin(key, "waiter")
-						s.SetFence(lk.Fence())
-						time.Sleep(time.Millisecond)
-						s.End()
-						err = lk.Release(ctx)
-					}
-					errs <- err
-				}()
-			}
+			errs := startWaiters(l, ck, key, waiters)
 			time.Sleep(200 * time.Millisecond) // all waiting
 			from, to := failoverKeyMaster(t, seeds, key)
 			t.Logf("slot %d failed over from %s to %s", rediskit.KeySlot(key), from, to)
@@ -1197,4 +1171,26 @@ func TestFaultRedlock(t *testing.T) {
 			})
 		})
 	}
+}
+
+// startWaiters starts n goroutines that each wait up to 20 s for key, hold
+// it a millisecond as a checked critical section, and release it; each
+// sends its error, or nil, on the returned channel.
+func startWaiters(l *rediskit.Locker, ck *csChecker, key string, n int) <-chan error {
+	ctx := context.Background()
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, 5*time.Second, 20*time.Second)
+			if err == nil {
+				s := ck.Begin(key, "waiter")
+				s.SetFence(lk.Fence())
+				time.Sleep(time.Millisecond)
+				s.End()
+				err = lk.Release(ctx)
+			}
+			errs <- err
+		}()
+	}
+	return errs
 }

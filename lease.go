@@ -39,10 +39,19 @@ const (
 )
 
 // readOrLease reads key and, if it is absent, takes its lease with token,
-// in one round trip. For a lease held by another process it returns the
-// lease's remaining TTL.
-func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string) (leaseState, []byte, time.Duration, error) {
-	reply, err := readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds()).Slice()
+// in one round trip, bounded by wait. For a lease held by another process
+// it returns the lease's remaining TTL. A lease taken by a call nobody
+// waited for any more is dropped when its reply comes.
+func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait time.Duration) (leaseState, []byte, time.Duration, error) {
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	reply, _, err := run(c.calls, rctx, func(ctx context.Context) ([]any, error) {
+		return readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds()).Slice()
+	}, func(reply []any, err error) {
+		if err == nil && len(reply) == 2 && reply[0] == int64(1) {
+			c.dropLease(context.Background(), rkey[len(c.cfg.prefix):], token)
+		}
+	})
 	if err != nil {
 		return 0, nil, 0, err
 	}
@@ -64,12 +73,13 @@ func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string) (leaseSt
 // awaitFleet is the cross-process part of a shared load: it returns the
 // key's value when Redis has one (found), waiting while another process
 // loads it, or the token of the lease this process now holds and must load
-// under. With neither (Redis failing, the key corrupt or of another type,
-// ctx ended), the caller loads without a lease.
-func (c *Cache[T]) awaitFleet(ctx context.Context, key string) (v T, err error, found bool, lease string) {
+// under. With neither (Redis failing or slow, ctx ended), the caller loads
+// without a lease; bytes that do not decode come back as stale, for the
+// write-back to replace. Each read is bounded by wait.
+func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duration) (v T, err error, found bool, lease string, stale []byte) {
 	token, err := newToken()
 	if err != nil {
-		return v, nil, false, ""
+		return v, nil, false, "", nil
 	}
 	rkey := c.cfg.prefix + key
 	var w *waiter
@@ -79,24 +89,26 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string) (v T, err error, 
 		}
 	}()
 	for retry := 1; ; retry++ {
-		state, b, pttl, err := c.readOrLease(ctx, rkey, token)
+		state, b, pttl, err := c.readOrLease(ctx, rkey, token, wait)
 		switch {
 		case err != nil:
 			if isWrongType(err) {
 				err = fmt.Errorf("rediskit: get %q: %w: %w", key, ErrWrongType, err)
 			}
-			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
-			return v, nil, false, ""
+			if ctx.Err() == nil {
+				c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
+			}
+			return v, nil, false, "", nil
 		case state == leaseTaken:
-			return v, nil, false, token
+			return v, nil, false, token, nil
 		case state == leaseValue:
 			v, err := c.decode(key, b, nil)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				// Undecodable, as the caller's own read found and
 				// reported: load, and replace it.
-				return v, nil, false, ""
+				return v, nil, false, "", b
 			}
-			return v, err, true, ""
+			return v, err, true, "", nil
 		}
 		// Another process loads. Subscribe, then look again at once: its
 		// message may have gone out before the subscription.
@@ -116,21 +128,24 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string) (v T, err error, 
 			}
 		}
 		if _, err := pause(ctx, sleep, w); err != nil {
-			return v, nil, false, ""
+			return v, nil, false, "", nil
 		}
 	}
 }
 
 // loadLeased calls load while keeping the lease alive, refreshing it every
-// third of its TTL. It reports whether the lease was still ours at the last
-// refresh; a lease lost (deleted with the key, or expired) is no reason to
-// stop the load, whose value the callers still get.
-func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(context.Context) (T, error)) (T, error) {
+// third of its TTL; stop ends the refreshes, at once. A lease lost (deleted
+// with the key, or expired) is no reason to stop the load, whose value the
+// callers still get; the write-back will know.
+func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(context.Context) (T, error)) (v T, err error, stop func()) {
 	if lease == "" {
-		return callLoad(ctx, load)
+		v, err = callLoad(ctx, load)
+		return v, err, func() {}
 	}
 	rkey := c.cfg.prefix + key
-	stop := make(chan struct{})
+	// Refreshes are cut short when stopped, or after a third of the TTL,
+	// on any client: stop must not wait behind Redis.
+	qctx, quit := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -138,34 +153,38 @@ func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(
 		defer t.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-qctx.Done():
 				return
 			case <-t.C:
 			}
-			rctx, cancel := context.WithTimeout(ctx, c.cfg.leaseTTL/3)
-			n, err := refreshScript.Run(rctx, c.client, []string{leaseKey(rkey)}, lease, c.cfg.leaseTTL.Milliseconds()).Int64()
+			rctx, cancel := context.WithTimeout(qctx, c.cfg.leaseTTL/3)
+			n, _, err := run(c.calls, rctx, func(ctx context.Context) (int64, error) {
+				return refreshScript.Run(ctx, c.client, []string{leaseKey(rkey)}, lease, c.cfg.leaseTTL.Milliseconds()).Int64()
+			}, nil)
 			cancel()
 			if err == nil && n == 0 {
-				return // gone: a Delete, or an expiry; the write-back will know
+				return // gone
 			}
 		}
 	}()
-	defer func() {
-		close(stop)
+	v, err = callLoad(ctx, load)
+	return v, err, func() {
+		quit()
 		<-done
-	}()
-	return callLoad(ctx, load)
+	}
 }
 
 // writeLeased stores a loaded value and ends this process's lease, waking
 // the processes waiting for it; a key whose lease is gone (deleted) or that
 // was written meanwhile is left alone.
-func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte, ttl time.Duration) {
+func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte, ttl time.Duration) (ok bool) {
 	rkey := c.cfg.prefix + key
 	_, err := leaseWriteScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, lease, b, ttl.Milliseconds(), c.notify.publish, leaseChannel(rkey)).Int64()
 	if err != nil {
 		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: write back %q: %w", key, err)})
+		return false
 	}
+	return true
 }
 
 // dropLease removes this process's lease after a failed load and wakes the

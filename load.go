@@ -27,12 +27,17 @@ var ErrClosed = errors.New("rediskit: cache closed")
 // ([WithNegativeCaching]). A panic in load is returned to the waiters as an
 // error.
 //
-// Redis failing does not fail GetOrLoad, and does not make it late: a Redis
-// read is given at most half the time left before ctx's deadline, and at
-// most a second, even on a client that ignores deadlines during I/O; when
-// it fails, GetOrLoad answers from load. The loaded value goes to every
-// waiter as soon as load returns, and is written back afterwards, off their
-// path. Redis's errors are reported through the hook and
+// Redis failing does not fail GetOrLoad, and does not make it late: each
+// Redis read, the shared load's included, is given at most half the time
+// left before the caller's deadline (the first caller's, for the shared
+// load), and at most a second, even on a client that ignores deadlines
+// during I/O; when it fails, GetOrLoad answers from load, and callers in
+// this process that miss within the next second share that value. The
+// loaded value goes to every waiter as soon as load returns, and is written
+// back afterwards, off their path, only where the load found no value (or
+// the bytes it could not decode): a Set meanwhile wins. With leases off
+// ([WithLoadLease](0)), a Delete during the load cannot be told from the
+// miss it started from, and the loaded value is written. Redis's errors are reported through the hook and
 // [CacheStats].RedisErrors. Stored bytes that do not decode are reported
 // the same way and replaced by the loaded value; a key holding another
 // Redis type (a list, a hash) is not: GetOrLoad returns the loaded value
@@ -64,9 +69,12 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 		case !errors.Is(err, ErrCacheMiss):
 			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
 		}
+		// Redis answered (a miss, bytes that do not decode, another
+		// type): the load may ask it again. Otherwise it loads at once.
+		answered := errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrDecode) || errors.Is(err, ErrWrongType)
 		var started bool
 		if f, started = c.flights.join(key); started {
-			if !c.startLoad(ctx, f, key, ttl, load) {
+			if !c.startLoad(ctx, f, key, ttl, load, answered) {
 				return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ErrClosed)
 			}
 		}
@@ -87,15 +95,22 @@ const writeBackTimeout = time.Second
 // has no deadline, or a later one.
 const maxReadWait = time.Second
 
-// read is Get with its wait bounded by GetOrLoad's share of the caller's
-// time.
-func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
+// readWait is GetOrLoad's share of the caller's time for one Redis read:
+// half of what is left before ctx's deadline, and at most maxReadWait.
+func readWait(ctx context.Context) time.Duration {
 	wait := maxReadWait
 	if dl, ok := ctx.Deadline(); ok {
 		if half := time.Until(dl) / 2; half < wait {
 			wait = half
 		}
 	}
+	return wait
+}
+
+// read is Get with its wait bounded by GetOrLoad's share of the caller's
+// time.
+func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
+	wait := readWait(ctx)
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	v, err := c.Get(rctx, key)
@@ -108,7 +123,7 @@ func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
 
 // startLoad starts f's load on a goroutine that Close waits for, and
 // reports whether it could (not after Close).
-func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error)) bool {
+func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), answered bool) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -117,37 +132,47 @@ func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl 
 	}
 	c.loads.Add(1)
 	c.mu.Unlock()
+	wait := readWait(ctx) // the starting caller's share, for the load's reads
+	if !answered {
+		wait = 0 // Redis did not answer the caller: load at once
+	}
 	go func() {
 		defer c.loads.Done()
-		c.load(ctx, f, key, ttl, load)
+		c.load(ctx, f, key, ttl, load, wait)
 	}()
 	return true
 }
 
 func zeroOf[T any]() (zero T) { return zero }
 
-// load runs one shared load: it reads Redis again, since a value may have
-// been written between the callers' miss and now, calls load, hands the
-// result to the waiters, and then writes it back.
-func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error)) {
+// load runs one shared load: it asks Redis again, since a value may have
+// been written between the callers' miss and now (and, with leases, waits
+// for another process's load), each read bounded by wait (0: Redis is not
+// asked); calls load; hands the result to the waiters; and then writes it
+// back.
+func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), wait time.Duration) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.loadTimeout)
 	defer cancel()
 	defer context.AfterFunc(c.lifetime, cancel)()
 
 	lease := ""
-	if c.cfg.leaseTTL > 0 {
-		v, err, found, l := c.awaitFleet(lctx, key)
+	var stale []byte // bytes found that do not decode: replaced if still there
+	if wait > 0 {
+		var v T
+		var err error
+		var found bool
+		if c.cfg.leaseTTL > 0 {
+			v, err, found, lease, stale = c.awaitFleet(lctx, key, wait)
+		} else {
+			v, err, found, stale = c.readRaw(lctx, key, wait)
+		}
 		if found {
 			c.flights.end(key, f, v, err)
 			return
 		}
-		lease = l
-	} else if v, err := c.read(lctx, key); err == nil || errors.Is(err, ErrNotFound) {
-		c.flights.end(key, f, v, err)
-		return
 	}
 	start := time.Now()
-	v, err := c.loadLeased(lctx, key, lease, load)
+	v, err, stopRefresh := c.loadLeased(lctx, key, lease, load)
 	var b []byte // what to write back
 	wbTTL := c.cfg.negativeTTL
 	switch {
@@ -177,35 +202,69 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 		// Nothing to write back: an error is not cached, and the next
 		// caller must load again, not share this one's failure.
 		c.flights.end(key, f, v, err)
+		stopRefresh()
 		if lease != "" {
 			c.dropLease(wctx, key, lease)
 		}
 		return
 	}
-	f.deliver(v, err)
+	f.deliver(v, err) // before anything else that may wait on Redis
+	stopRefresh()
+	var stored bool
 	if lease != "" {
-		c.writeLeased(wctx, key, lease, b, wbTTL)
+		stored = c.writeLeased(wctx, key, lease, b, wbTTL)
 	} else {
-		c.writeBack(wctx, key, b, wbTTL)
+		stored = c.writeBack(wctx, key, b, wbTTL, stale)
 	}
 	// Only now: until the value is in Redis, later callers take it from
-	// the flight instead of missing and loading again.
-	c.flights.remove(key, f)
+	// the flight instead of missing and loading again. When Redis failed,
+	// callers whose reads are still failing (for up to maxReadWait) take
+	// it too, rather than load again.
+	if stored {
+		c.flights.remove(key, f)
+	} else {
+		time.AfterFunc(maxReadWait, func() { c.flights.remove(key, f) })
+	}
 }
 
-// writeBack stores a loaded value, unless the key holds another Redis type,
-// and reports failures and conflicts through the hook.
-func (c *Cache[T]) writeBack(ctx context.Context, key string, b []byte, ttl time.Duration) {
-	n, err := writeBackScript.Run(ctx, c.client, []string{c.cfg.prefix + key}, b, ttl.Milliseconds()).Int64()
+// readRaw reads key for a load without a lease, bounded by wait: found is
+// true with the decoded value (or ErrNotFound); bytes that do not decode
+// are returned as stale, for the write-back to replace.
+func (c *Cache[T]) readRaw(ctx context.Context, key string, wait time.Duration) (v T, err error, found bool, stale []byte) {
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	b, _, err := run(c.calls, rctx, func(ctx context.Context) ([]byte, error) {
+		return c.client.Get(ctx, c.cfg.prefix+key).Bytes()
+	}, nil)
+	if err != nil {
+		return v, nil, false, nil // a miss, or Redis failing: load
+	}
+	if v, err = c.decode(key, b, nil); err != nil && !errors.Is(err, ErrNotFound) {
+		return v, nil, false, b
+	}
+	return v, err, true, nil
+}
+
+// writeBack stores a loaded value where the load found none, or found the
+// stale bytes given: a value written meanwhile (by Set, or another program)
+// is newer and stays, and so does a key of another Redis type, which is
+// reported through the hook like any failure.
+func (c *Cache[T]) writeBack(ctx context.Context, key string, b []byte, ttl time.Duration, stale []byte) (ok bool) {
+	replace := "0"
+	if stale != nil {
+		replace = "1"
+	}
+	n, err := writeBackScript.Run(ctx, c.client, []string{c.cfg.prefix + key}, b, ttl.Milliseconds(), replace, stale).Int64()
 	switch {
 	case err != nil:
 		err = fmt.Errorf("rediskit: write back %q: %w", key, err)
-	case n == 0:
+	case n < 0:
 		err = fmt.Errorf("rediskit: write back %q: %w", key, ErrWrongType)
 	default:
-		return
+		return true
 	}
 	c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
+	return false
 }
 
 // flight is one shared load of a key. Its waiters get its result when done
@@ -251,6 +310,14 @@ func (fs *flights[T]) join(key string) (f *flight[T], started bool) {
 	f = &flight[T]{done: make(chan struct{})}
 	fs.m[key] = f
 	return f, true
+}
+
+// forget ends the key's flight, whichever it is: a Set or Delete made
+// since it started makes its value old for later callers.
+func (fs *flights[T]) forget(key string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	delete(fs.m, key)
 }
 
 // remove ends the key's flight f.

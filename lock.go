@@ -382,8 +382,12 @@ func (lk *Lock) check(op string) error {
 // earlier, less an allowance for the client's and the server's clocks
 // drifting apart (1% of ttl, plus 2 ms), as Redlock computes its validity.
 func validUntil(sent time.Time, ttl time.Duration) time.Time {
-	return sent.Add(ttl - ttl/100 - 2*time.Millisecond)
+	return sent.Add(validity(ttl))
 }
+
+// validity is how long a lock whose TTL was set to ttl is sure to be held
+// from when the request was sent: ttl less the drift allowance.
+func validity(ttl time.Duration) time.Duration { return ttl - ttl/100 - 2*time.Millisecond }
 
 // newToken returns 16 random bytes from crypto/rand as 22 URL-safe
 // characters.

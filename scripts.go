@@ -122,16 +122,23 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + FENCE_LIFE_MS)
 return 1
 `)
 
-// writeBackScript stores a value GetOrLoad loaded, unless the key holds
-// another Redis type: another program's data is not a cache's to replace.
+// writeBackScript stores a value GetOrLoad loaded without a lease, where
+// the load found no value, or found bytes it could not decode and that are
+// still there: a value written meanwhile is newer, and another program's
+// data of another Redis type is not a cache's to replace.
 //
 // KEYS[1] the key. ARGV[1] the encoded value; ARGV[2] the TTL in
-// milliseconds.
-// Reply: 1 when stored; 0 when the key holds a type other than string.
+// milliseconds; ARGV[3] '1' to replace the bytes ARGV[4], '0' to write
+// only if the key is absent.
+// Reply: 1 when stored; 0 when a value is there; -1 when the key holds a
+// type other than string.
 var writeBackScript = redis.NewScript(`
 local t = redis.call('TYPE', KEYS[1])
 if type(t) == 'table' then t = t['ok'] end
 if t ~= 'none' and t ~= 'string' then
+	return -1
+end
+if t == 'string' and (ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[4]) then
 	return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

@@ -170,7 +170,11 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost f
 	heldUntil := lk.validUntil
 	expiry := time.NewTimer(time.Until(heldUntil))
 	defer expiry.Stop()
-	next := time.NewTimer(interval) // the next refresh
+	// The first refresh is due an interval after the acquisition was sent,
+	// not after its reply came: on a slow link the difference is what
+	// lets it land in time.
+	sent := lk.validUntil.Add(-validity(ttl))
+	next := time.NewTimer(time.Until(sent.Add(interval))) // the next refresh
 	defer next.Stop()
 
 	rctx, cancel := context.WithCancel(ctx) // every refresh's

@@ -334,7 +334,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 // Refresh sets the lock to expire ttl from now, if it is still held by this
 // token. It returns an error wrapping [ErrLockNotHeld] if the lock was lost
 // (it never takes a lost lock again), or [ErrInvalidArgument] for a ttl below
-// one millisecond.
+// [MinLockTTL] ([MinRedlockTTL] for Redlock).
 func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := lk.check("refresh"); err != nil {
 		return err

@@ -43,8 +43,9 @@ func (c *counted) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 }
 
 // newClients returns counted clients for the named environment variable's
-// addresses, or skips.
-func newClients(b *testing.B, env string) []*counted {
+// addresses, or skips. The clients are go-redis's defaults but for a pool of
+// 64 connections; options, if given, change them further.
+func newClients(b *testing.B, env string, options ...func(*redis.Options)) []*counted {
 	b.Helper()
 	addrs := os.Getenv(env)
 	if addrs == "" {
@@ -52,7 +53,11 @@ func newClients(b *testing.B, env string) []*counted {
 	}
 	var out []*counted
 	for _, a := range strings.Split(addrs, ",") {
-		c := &counted{Client: redis.NewClient(&redis.Options{Addr: a, PoolSize: 64})}
+		opt := &redis.Options{Addr: a, PoolSize: 64}
+		for _, o := range options {
+			o(opt)
+		}
+		c := &counted{Client: redis.NewClient(opt)}
 		c.AddHook(c)
 		if err := c.Ping(context.Background()).Err(); err != nil {
 			b.Fatalf("%s: %v", a, err)
@@ -133,6 +138,26 @@ func (l latencies) report(b *testing.B, prefix string) {
 	b.ReportMetric(pct(0.50), prefix+"p50-µs")
 	b.ReportMetric(pct(0.99), prefix+"p99-µs")
 }
+
+// reportMs reports the median, the 99th percentile and the maximum in
+// milliseconds, for durations too long to read in microseconds.
+func (l latencies) reportMs(b *testing.B, prefix string) {
+	if len(l) == 0 {
+		return
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	ms := func(p float64) float64 {
+		return float64(s[int(p*float64(len(s)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(ms(0.50), prefix+"p50-ms")
+	b.ReportMetric(ms(0.99), prefix+"p99-ms")
+	b.ReportMetric(ms(1), prefix+"max-ms")
+}
+
+// contextTimeouts makes a client stop its socket I/O at a context's
+// deadline (go-redis ignores it otherwise): a client that honours contexts.
+func contextTimeouts(o *redis.Options) { o.ContextTimeoutEnabled = true }
 
 // max returns the longest duration.
 func (l latencies) max() time.Duration {

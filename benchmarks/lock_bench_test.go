@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,7 +11,9 @@ import (
 )
 
 // BenchmarkFloor is what one and two plain round trips cost: the floor for
-// an acquisition, and for an acquisition with its release.
+// an acquisition, and for an acquisition with its release. The last row is
+// two round trips as a caller with a deadline makes them, on a client that
+// honours contexts: context.WithTimeout per op, ContextTimeoutEnabled.
 func BenchmarkFloor(b *testing.B) {
 	cs := newClients(b, envRedis)
 	ctx := context.Background()
@@ -26,27 +29,93 @@ func BenchmarkFloor(b *testing.B) {
 			})
 		})
 	}
+	cte := newClients(b, envRedis, contextTimeouts)
+	b.Run("ping-ping/"+modeCTEDeadline, func(b *testing.B) {
+		measure(b, cte, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			defer cancel()
+			for j := 0; j < 2; j++ {
+				if err := cte[0].Ping(ctx).Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
 }
 
-var uncontendedLibs = []lockLib{libRediskit, libRedislockBackoff, libRedsync, libSeed}
+// The ways a caller's ctx and client are set up, as row names say them.
+// With context.Background() (no suffix) no call can be abandoned, and
+// rediskit makes them on the caller's goroutine. With a deadline on a
+// client that honours contexts (ContextTimeoutEnabled), the client itself
+// stops at the deadline, so rediskit's releases run inline, while its
+// acquisitions still run on a goroutine of their own so that a late grant
+// can be released. With a deadline on a default client, which ignores it
+// during socket I/O, every rediskit call runs on a goroutine the caller
+// can abandon at the deadline.
+const (
+	modeCTEDeadline     = "cte-deadline"
+	modeDefaultDeadline = "default-deadline"
+)
+
+// opTimeout is the deadline each op of the deadline modes runs under: long
+// enough never to end one.
+const opTimeout = 5 * time.Second
+
+var (
+	uncontendedLibs         = []lockLib{libRediskit, libRedislockBackoff, libRedsync, libSeed}
+	uncontendedDeadlineLibs = []lockLib{libRediskit, libRedislockBackoff}
+)
 
 // BenchmarkLockUncontended is one acquisition and its release, on a key
-// nobody else wants, by 1 and by 16 goroutines (each on its own key).
+// nobody else wants, by 1 and by 16 goroutines (each on its own key): on a
+// default client with context.Background(), and, for rediskit and
+// redislock, with a deadline per op on a client that honours contexts and
+// on a default client (see modeCTEDeadline).
 func BenchmarkLockUncontended(b *testing.B) {
 	cs := newClients(b, envRedis)
+	cte := newClients(b, envRedis, contextTimeouts)
+	goroutines := []int{1, 16}
 	for _, lib := range uncontendedLibs {
-		for _, g := range []int{1, 16} {
-			b.Run(lib.name+"/g="+map[int]string{1: "1", 16: "16"}[g], func(b *testing.B) {
-				benchUncontended(b, cs, lib, g)
+		for _, g := range goroutines {
+			b.Run(fmt.Sprintf("%s/g=%d", lib.name, g), func(b *testing.B) {
+				benchUncontended(b, cs, lib, g, false)
 			})
+		}
+	}
+	for _, mode := range []struct {
+		name string
+		cs   []*counted
+	}{{modeCTEDeadline, cte}, {modeDefaultDeadline, cs}} {
+		for _, lib := range uncontendedDeadlineLibs {
+			for _, g := range goroutines {
+				b.Run(fmt.Sprintf("%s/%s/g=%d", lib.name, mode.name, g), func(b *testing.B) {
+					benchUncontended(b, mode.cs, lib, g, true)
+				})
+			}
 		}
 	}
 }
 
-func benchUncontended(b *testing.B, cs []*counted, lib lockLib, goroutines int) {
-	ctx := context.Background()
+// benchUncontended measures acquire+release on cs by goroutines goroutines;
+// with deadline, each acquire+release runs on a ctx of its own with a
+// deadline opTimeout away, as a request handler's would.
+func benchUncontended(b *testing.B, cs []*counted, lib lockLib, goroutines int, deadline bool) {
 	l := lib.make(plain(cs))
 	defer l.close()
+	op := func(key string) error {
+		ctx := context.Background()
+		if deadline {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, opTimeout)
+			defer cancel()
+		}
+		release, err := l.acquire(ctx, key, 10*time.Second, 0)
+		if err != nil {
+			return err
+		}
+		return release(ctx)
+	}
 	var next atomic.Int64
 	var mu sync.Mutex
 	var all latencies
@@ -54,12 +123,7 @@ func benchUncontended(b *testing.B, cs []*counted, lib lockLib, goroutines int) 
 		lat := make(latencies, 0, b.N/goroutines+1)
 		for next.Add(1) <= n {
 			t0 := time.Now()
-			release, err := l.acquire(ctx, key, 10*time.Second, 0)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			if err := release(ctx); err != nil {
+			if err := op(key); err != nil {
 				b.Error(err)
 				return
 			}
@@ -252,6 +316,6 @@ func BenchmarkRedlock(b *testing.B) {
 	}
 	cs = cs[:3]
 	for _, lib := range []lockLib{libRediskit, libRedsync} {
-		b.Run(lib.name, func(b *testing.B) { benchUncontended(b, cs, lib, 1) })
+		b.Run(lib.name, func(b *testing.B) { benchUncontended(b, cs, lib, 1, false) })
 	}
 }

@@ -25,6 +25,7 @@ else
 	go test -run '^$' -bench 'LockHandoff' -benchtime 120x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'LockBackToBack' -benchtime 400x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheStampede' -benchtime 20x -count "$count" . | tee -a "$out"
+	go test -run '^$' -bench 'ForeignRelease' -benchtime 320x -count "$count" . | tee -a "$out"
 fi
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, Redis $(redis-server --version | cut -d' ' -f3 | tr -d 'v=') on 127.0.0.1 sharing the cores with the client, $(go version | cut -d' ' -f3), $(date -u +%Y-%m-%d)"

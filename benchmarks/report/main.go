@@ -60,6 +60,16 @@ func (r results) get(name, metric string) (float64, bool) {
 	return s[len(s)/2], true
 }
 
+// worst returns the largest value of a metric over the runs, and whether it
+// was measured.
+func (r results) worst(name, metric string) (float64, bool) {
+	vs := r[name][metric]
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return slices.Max(vs), true
+}
+
 func (r results) must(name, metric string) float64 {
 	v, _ := r.get(name, metric)
 	return v
@@ -155,9 +165,10 @@ type target struct {
 	goal     string
 	measured string
 	met      bool
+	info     bool // no target: shown for information
 }
 
-func targets(r results) []target {
+func targets(r results, order []string) []target {
 	ping := r.must("Floor/ping", "p50-µs")
 	pingNs := r.must("Floor/ping-ping", "ns/op")
 	var ts []target
@@ -165,7 +176,7 @@ func targets(r results) []target {
 		floor := r.must("Floor/ping-ping", "p50-µs")
 		ts = append(ts, target{"hand-off gap p50 within 3 round trips of the floor (two round trips: release, acquire)",
 			fmt.Sprintf("%s µs = floor %s µs + %s round trips of %s µs", num(gap), num(floor), num((gap-floor)/ping), num(ping)),
-			gap-floor <= 3*ping})
+			gap-floor <= 3*ping, false})
 		best := 0.0
 		for _, p := range []string{"redislock-exp16ms", "redsync", "seed-100ms"} {
 			if v, ok := r.get("LockHandoff/"+p, "gap-p50-µs"); ok && (best == 0 || v < best) {
@@ -173,31 +184,163 @@ func targets(r results) []target {
 			}
 		}
 		ts = append(ts, target{"hand-off gap p50 at least 10× lower than the best non-spinning peer",
-			fmt.Sprintf("%s× lower (best peer %s µs)", num(best/gap), num(best)), best/gap >= 10})
+			fmt.Sprintf("%s× lower (best peer %s µs)", num(best/gap), num(best)), best/gap >= 10, false})
 		for _, wl := range []string{"LockHandoff", "LockBackToBack"} {
 			if req, ok := r.get(wl+"/rediskit", "req/op"); ok {
 				ts = append(ts, target{"at most 3 Redis requests per contended acquisition (" + wl + ")",
-					fmt.Sprintf("%s requests (%s server commands, script-internal ones included)", num(req), num(r.must(wl+"/rediskit", "srvcmd/op"))), req <= 3})
+					fmt.Sprintf("%s requests (%s server commands, script-internal ones included)", num(req), num(r.must(wl+"/rediskit", "srvcmd/op"))), req <= 3, false})
 			}
 		}
 	}
-	if ns, ok := r.get("LockUncontended/rediskit/g=1", "ns/op"); ok && pingNs > 0 {
-		ts = append(ts, target{"uncontended acquire+release within 1.2× of two raw round trips",
-			fmt.Sprintf("%s×", num(ns/pingNs)), ns/pingNs <= 1.2})
-		a, b := r.must("LockUncontended/rediskit/g=1", "allocs/op"), r.must("LockUncontended/redislock-exp16ms/g=1", "allocs/op")
-		ts = append(ts, target{"no more allocations per acquire+release than bsm/redislock",
-			fmt.Sprintf("%s vs %s", num(a), num(b)), a <= b})
+	for _, m := range uncontendedModes {
+		kit, peer := "LockUncontended/rediskit"+m.suffix+"/g=1", "LockUncontended/redislock-exp16ms"+m.suffix+"/g=1"
+		ns, ok := r.get(kit, "ns/op")
+		if !ok || pingNs == 0 {
+			continue
+		}
+		measured := fmt.Sprintf("%s×", num(ns/pingNs))
+		if same, ok := r.get("Floor/ping-ping"+m.suffix, "ns/op"); ok && m.suffix != "" {
+			measured += fmt.Sprintf(" (%s× two round trips made the same way)", num(ns/same))
+		}
+		a, b := r.must(kit, "allocs/op"), r.must(peer, "allocs/op")
+		ts = append(ts,
+			target{"uncontended acquire+release within 1.2× of two raw round trips, " + m.what, measured, ns/pingNs <= 1.2, m.info},
+			target{"no more allocations per acquire+release than bsm/redislock, " + m.what, fmt.Sprintf("%s vs %s", num(a), num(b)), a <= b, m.info})
 	}
+	ts = append(ts, foreignTargets(r, order)...)
 	if ns, ok := r.get("CacheGetHit/rediskit", "ns/op"); ok {
 		raw := r.must("CacheGetHit/raw-goredis-json", "ns/op")
-		ts = append(ts, target{"cache Get hit within 1.2× of raw GET + json.Unmarshal", fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 1.2})
+		ts = append(ts, target{"cache Get hit within 1.2× of raw GET + json.Unmarshal", fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 1.2, false})
 	}
 	if ns, ok := r.get("CacheGetMany/rediskit/100", "ns/op"); ok {
 		raw := r.must("CacheGetMany/raw-goredis-json/100", "ns/op")
 		ts = append(ts, target{"GetMany(100) within 2× of one round trip (raw MGET of the 100 keys + decoding)",
-			fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 2})
+			fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 2, false})
 	}
 	return ts
+}
+
+// uncontendedModes are the ways LockUncontended sets up the caller's ctx
+// and client, by row suffix (see benchmarks/lock_bench_test.go).
+var uncontendedModes = []struct {
+	suffix, what string
+	info         bool
+}{
+	{"", "default client, context.Background()", false},
+	{"/cte-deadline", "on a client that honours contexts (ContextTimeoutEnabled, a deadline per op)", false},
+	{"/default-deadline", "default client, a deadline per op (every call on a goroutine the caller can abandon); for information, no target", true},
+}
+
+// foreignRow is one ForeignRelease row: who released, and the cap of the
+// waiter's backoff, the last part of the row's name ("exp-8ms-512ms").
+type foreignRow struct {
+	name, releaser, backoff string
+	cap                     float64 // ms
+}
+
+func foreignRows(order []string) []foreignRow {
+	var rows []foreignRow
+	for _, n := range order {
+		rest, ok := strings.CutPrefix(n, "ForeignRelease/")
+		if !ok {
+			continue
+		}
+		releaser, backoff, _ := strings.Cut(rest, "/")
+		last := backoff[strings.LastIndex(backoff, "-")+1:]
+		cap, err := strconv.ParseFloat(strings.TrimSuffix(last, "ms"), 64)
+		if err != nil || !strings.HasSuffix(last, "ms") {
+			log.Fatalf("%s: no cap in ms at the end of the name", n)
+		}
+		rows = append(rows, foreignRow{n, releaser, backoff, cap})
+	}
+	return rows
+}
+
+// foreignBound is what a foreign release's gap is checked against: the
+// documented bound, the backoff's cap plus a round trip (from the key being
+// free), plus the release's own round trip, since the gap is timed from
+// the start of the release. A round trip is this run's Floor/ping p99.
+func foreignBound(r results, cap float64) (float64, bool) {
+	rt, ok := r.get("Floor/ping", "p99-µs")
+	return cap + 2*rt/1000, ok
+}
+
+// foreignTargets checks, for each backoff, that every releaser that
+// publishes nothing reaches the waiter within the bound.
+func foreignTargets(r results, order []string) []target {
+	var ts []target
+	rows := foreignRows(order)
+	var backoffs []string // in the order they ran
+	for _, row := range rows {
+		if !slices.Contains(backoffs, row.backoff) {
+			backoffs = append(backoffs, row.backoff)
+		}
+	}
+	for _, bo := range backoffs {
+		met, measured, cap := true, []string{}, 0.0
+		bound, hasBound := 0.0, false
+		for _, row := range rows {
+			if row.backoff != bo || row.releaser == "rediskit" {
+				continue
+			}
+			cap = row.cap
+			bound, hasBound = foreignBound(r, row.cap)
+			p99, _ := r.get(row.name, "gap-p99-ms")
+			most, _ := r.worst(row.name, "gap-max-ms")
+			met = met && hasBound && p99 <= bound && most <= bound
+			measured = append(measured, fmt.Sprintf("%s: p99 %s, max %s", row.releaser, ms(p99), ms(most)))
+		}
+		if len(measured) == 0 {
+			continue
+		}
+		b := "not measured (no Floor/ping in this run)"
+		if hasBound {
+			b = ms(bound) + " ms"
+		}
+		ts = append(ts, target{
+			fmt.Sprintf("a release that publishes nothing reaches a waiting rediskit acquisition within the documented bound, backoff cap (%s ms, %s) + a round trip", num(cap), bo),
+			strings.Join(measured, "; ") + " ms; bound " + b, met, false})
+	}
+	return ts
+}
+
+// ms writes milliseconds to a tenth of one, whatever their size: the
+// bound, and gaps compared with it.
+func ms(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// foreignTable writes the ForeignRelease rows, each checked against the
+// bound.
+func foreignTable(w io.Writer, r results, order []string) {
+	rows := foreignRows(order)
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "_ForeignRelease: not measured in this run._")
+		fmt.Fprintln(w)
+		return
+	}
+	verdict := func(v, bound float64, ok bool) string {
+		switch {
+		case !ok:
+			return "–"
+		case v <= bound:
+			return "yes"
+		}
+		return "**no**"
+	}
+	fmt.Fprintln(w, "| releaser | waiter's backoff | gap-p50-ms | gap-p99-ms | gap-max-ms | max − cap (ms) | waiter-req/op | bound-ms | p99 within | max within |\n|---|---|---|---|---|---|---|---|---|---|")
+	for _, row := range rows {
+		p50, _ := r.get(row.name, "gap-p50-ms")
+		p99, _ := r.get(row.name, "gap-p99-ms")
+		most, _ := r.worst(row.name, "gap-max-ms")
+		req, _ := r.get(row.name, "waiter-req/op")
+		bound, ok := foreignBound(r, row.cap)
+		b := "–"
+		if ok {
+			b = ms(bound)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.releaser, row.backoff, ms(p50), ms(p99), ms(most), strconv.FormatFloat(most-row.cap, 'f', 1, 64), num(req), b,
+			verdict(p99, bound, ok), verdict(most, bound, ok))
+	}
+	fmt.Fprintln(w)
 }
 
 func main() {
@@ -218,13 +361,16 @@ func main() {
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 
-	fmt.Fprintf(w, "Produced by `%s` on %s. Each figure is the median of the runs in that output.\n\n", *cmd, *machine)
+	fmt.Fprintf(w, "Produced by `%s` on %s. Each figure is the median of the runs in that output, but for the foreign-release max, the largest of them.\n\n", *cmd, *machine)
 	fmt.Fprintln(w, "### Targets")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | measured | met |\n|---|---|---|")
-	for _, t := range targets(r) {
+	for _, t := range targets(r, order) {
 		met := "yes"
-		if !t.met {
+		switch {
+		case t.info:
+			met = "– (no target)"
+		case !t.met:
 			met = "**no**"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", t.goal, t.measured, met)
@@ -233,7 +379,7 @@ func main() {
 	fmt.Fprintln(w, "### Floor: raw go-redis round trips")
 	fmt.Fprintln(w)
 	table(w, r, order, "Floor", []string{"ns/op", "p50-µs", "p99-µs", "allocs/op"}, "", "", false)
-	fmt.Fprintln(w, "### Locks, uncontended: acquire + release (÷ floor: two raw round trips)")
+	fmt.Fprintln(w, "### Locks, uncontended: acquire + release (÷ floor: two raw round trips; no suffix: default client, context.Background(); cte-deadline: ContextTimeoutEnabled client, context.WithTimeout per op; default-deadline: default client, context.WithTimeout per op)")
 	fmt.Fprintln(w)
 	table(w, r, order, "LockUncontended", []string{"ns/op", "p50-µs", "p99-µs", "allocs/op", "req/op", "srvcmd/op"}, "ns/op", "Floor/ping-ping", false)
 	fmt.Fprintln(w, "### Locks, hand-off: while a key is held, 8 goroutines each ask for it once and hold it 1 ms (÷ floor: two raw round trips; best peer excludes the spinning tight loop)")
@@ -242,6 +388,9 @@ func main() {
 	fmt.Fprintln(w, "### Locks, back to back: 8 goroutines take one key in a loop, 1 ms critical section, asking again as soon as they release (barging and fairness)")
 	fmt.Fprintln(w)
 	table(w, r, order, "LockBackToBack", []string{"acq/s", "gap-p50-µs", "gap-p99-µs", "maxwait-ms", "barge-%", "req/op", "srvcmd/op"}, "maxwait-ms", "", false, "redislock-tightloop")
+	fmt.Fprintln(w, "### Locks, foreign release: a rediskit acquisition waits while another program holds the key, which releases it at a random phase of the waiter's backoff (gap: from the release's start to the waiter holding the lock; p50 and p99 are medians of the runs, max is the largest over all runs; bound: the backoff's cap + 2 × this run's Floor/ping p99, the documented cap + a round trip from the key being free, plus the release's own round trip; only rediskit's release publishes a wake-up)")
+	fmt.Fprintln(w)
+	foreignTable(w, r, order)
 	fmt.Fprintln(w, "### Redlock over 3 independent masters: acquire + release")
 	fmt.Fprintln(w)
 	table(w, r, order, "Redlock", []string{"ns/op", "p50-µs", "p99-µs", "allocs/op", "req/op", "srvcmd/op"}, "ns/op", "Floor/ping-ping", false)

@@ -1,0 +1,320 @@
+package benchmarks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rediskit/rediskit"
+)
+
+// holder is another program holding a key until it releases it.
+type holder interface {
+	// hold takes key, which is free, and returns the function that
+	// releases it, which says when the release started.
+	hold(ctx context.Context, key string, ttl time.Duration) (release func(context.Context) (time.Time, error), err error)
+	close()
+}
+
+// foreignReleasers hold a key and release it, as another program would:
+// rediskit itself (whose release publishes a wake-up: the reference), and
+// three that publish nothing.
+var foreignReleasers = []struct {
+	name string
+	// make returns a holder on c, one per worker.
+	make func(b *testing.B, c *redis.Client) (holder, error)
+}{
+	{"rediskit", goHolder(newRediskit)},
+	{"redislock", goHolder(newRedislock(nil))},
+	{"redis-py-emulated", goHolder(func(c []*redis.Client) locker { return redisPyPattern{c[0]} })},
+	{"redis-py", newRedisPy},
+}
+
+// goHolder makes holders of a Go library's locker, whose releases start
+// when their function is called.
+func goHolder(newLocker func([]*redis.Client) locker) func(*testing.B, *redis.Client) (holder, error) {
+	return func(_ *testing.B, c *redis.Client) (holder, error) {
+		return lockerHolder{newLocker([]*redis.Client{c})}, nil
+	}
+}
+
+type lockerHolder struct{ locker }
+
+func (h lockerHolder) hold(ctx context.Context, key string, ttl time.Duration) (func(context.Context) (time.Time, error), error) {
+	release, err := h.acquire(ctx, key, ttl, 0)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (time.Time, error) {
+		start := time.Now()
+		return start, release(ctx)
+	}, nil
+}
+
+// foreignBackoffs are the waiter's backoffs: the default, and the seed's
+// fixed 100 ms. cap is the longest sleep each allows, the documented bound
+// on noticing a release that publishes nothing (plus a round trip).
+var foreignBackoffs = []struct {
+	name    string
+	backoff rediskit.Backoff // nil: the Locker's default
+	cap     time.Duration
+}{
+	{"exp-8ms-512ms", nil, 512 * time.Millisecond},
+	{"const-100ms", rediskit.ConstantBackoff(100 * time.Millisecond), 100 * time.Millisecond},
+}
+
+// foreignWorkers is how many keys are handed over at once, each by its own
+// holder to the one waiting Locker: the waits are mostly sleeps, so they
+// overlap to keep the run short.
+const foreignWorkers = 32
+
+// BenchmarkForeignRelease is how long a release takes to reach a rediskit
+// acquisition waiting in AcquireWithTimeout, when another program holds the
+// key: rediskit (which publishes a wake-up on release), bsm/redislock,
+// redis-py's Lock pattern emulated with go-redis (SET key token NX PX, then
+// its compare-and-delete script), and redis-py's Lock itself, driven in a
+// python3 subprocess (skipped without python3 and its redis package). Those
+// three publish nothing, so the waiter notices the release only when its
+// backoff wakes it: the documented bound is the backoff's cap plus a round
+// trip.
+//
+// An op is one hand-off: the holder takes a fresh key, the waiter starts,
+// and once its first attempt has found the key held, the holder waits a
+// random time, uniform in [0, 3 × cap), and releases: releases land at all
+// phases of the waiter's backoff, its first short sleeps and its capped
+// ones. The gap is from the holder starting its release to the waiter
+// holding the lock; waiter-req/op counts the waiter's requests per hand-off
+// (its attempts, (un)subscribes and its release).
+func BenchmarkForeignRelease(b *testing.B) {
+	waiters := newClients(b, envRedis)
+	holders := newClients(b, envRedis)
+	for _, rel := range foreignReleasers {
+		for _, bo := range foreignBackoffs {
+			b.Run(rel.name+"/"+bo.name, func(b *testing.B) {
+				benchForeign(b, waiters, holders[0].Client, rel.make, bo.backoff, bo.cap)
+			})
+		}
+	}
+}
+
+func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, newHolder func(*testing.B, *redis.Client) (holder, error), backoff rediskit.Backoff, backoffCap time.Duration) {
+	const ttl, wait = 10 * time.Second, 10 * time.Second // the waiter's sleeps are never cut short by them
+	ctx := context.Background()
+	var firstFailure sync.Map // key -> chan struct{}, told of the waiter's first failed attempt
+	opts := []rediskit.Option{rediskit.WithHook(func(e rediskit.Event) {
+		if e.Kind != rediskit.EventContended {
+			return
+		}
+		if ch, ok := firstFailure.Load(e.Key); ok {
+			select {
+			case ch.(chan struct{}) <- struct{}{}:
+			default:
+			}
+		}
+	})}
+	if backoff != nil {
+		opts = append(opts, rediskit.WithRetryBackoff(backoff))
+	}
+	waiter := rediskit.NewLocker(waiters[0].Client, opts...)
+	defer waiter.Close()
+
+	workers := min(foreignWorkers, b.N)
+	holders := make([]holder, workers)
+	for i := range holders {
+		h, err := newHolder(b, holderClient)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.close()
+		holders[i] = h
+	}
+
+	handOff := func(h holder) (time.Duration, error) {
+		key := uniqueKey("foreign")
+		failed := make(chan struct{}, 1)
+		firstFailure.Store(key, failed)
+		defer firstFailure.Delete(key)
+		release, err := h.hold(ctx, key, ttl)
+		if err != nil {
+			return 0, fmt.Errorf("holder: %w", err)
+		}
+		type result struct {
+			at  time.Time
+			lk  *rediskit.Lock
+			err error
+		}
+		got := make(chan result, 1)
+		go func() {
+			lk, err := waiter.AcquireWithTimeout(ctx, key, ttl, wait)
+			got <- result{time.Now(), lk, err}
+		}()
+		select {
+		case <-failed:
+		case r := <-got:
+			return 0, fmt.Errorf("waiter returned while the key was held: lock %v, error %v", r.lk != nil, r.err)
+		}
+		time.Sleep(rand.N(3 * backoffCap))
+		released, err := release(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("holder's release: %w", err)
+		}
+		r := <-got
+		if r.err != nil {
+			return 0, fmt.Errorf("waiter: %w", r.err)
+		}
+		return r.at.Sub(released), r.lk.Release(ctx)
+	}
+
+	var next atomic.Int64
+	var mu sync.Mutex
+	var gaps latencies
+	before := snapshot(b, waiters)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for _, h := range holders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				gap, err := handOff(h)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				gaps = append(gaps, gap)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	after := snapshot(b, waiters)
+	req := after.requests - before.requests - before.nodes + after.pubsubCmds - before.pubsubCmds
+	b.ReportMetric(float64(req)/float64(b.N), "waiter-req/op")
+	gaps.reportMs(b, "gap-")
+}
+
+// redisPyPattern is what redis-py's Lock does, in go-redis: SET key token NX
+// PX ttl, and its compare-and-delete script, which publishes nothing.
+type redisPyPattern struct{ c *redis.Client }
+
+// redisPyRelease is redis-py's Lock.LUA_RELEASE_SCRIPT.
+var redisPyRelease = redis.NewScript(`
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1`)
+
+func (p redisPyPattern) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	if wait != 0 {
+		return nil, errors.New("redisPyPattern: one attempt only")
+	}
+	token := fmt.Sprintf("%d", time.Now().UnixNano())
+	if err := p.c.Do(ctx, "set", key, token, "nx", "px", ttl.Milliseconds()).Err(); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, errNotObtained
+		}
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		n, err := redisPyRelease.Run(ctx, p.c, []string{key}, token).Int64()
+		if err == nil && n != 1 {
+			err = errors.New("redis-py pattern: lock not held at release")
+		}
+		return err
+	}, nil
+}
+func (redisPyPattern) close() {}
+
+// redisPy drives redis-py's Lock in a python3 subprocess running
+// testdata/redispy_lock.py, one command at a time. Its releases start when
+// the script says, by the wall clock, so that the time a command spends in
+// the pipe and waiting for python is not counted in the gap.
+type redisPy struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+// newRedisPy starts a python3 holding locks with redis-py, or skips when
+// there is no python3 with the redis package.
+func newRedisPy(b *testing.B, c *redis.Client) (holder, error) {
+	py := ""
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if path, err := exec.LookPath(p); err == nil && exec.Command(path, "-c", "import redis").Run() == nil {
+			py = path
+			break
+		}
+	}
+	if py == "" {
+		b.Skip("no python3 with the redis package (Debian: python3-redis; scripts/redis-up.sh installs it)")
+	}
+	cmd := exec.Command(py, "testdata/redispy_lock.py", "redis://"+c.Options().Addr+"/0")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &redisPy{cmd: cmd, in: in, out: bufio.NewReader(out)}, nil
+}
+
+// do sends one command and returns the answer.
+func (p *redisPy) do(line string) (string, error) {
+	if _, err := io.WriteString(p.in, line+"\n"); err != nil {
+		return "", err
+	}
+	answer, err := p.out.ReadString('\n')
+	answer = strings.TrimSpace(answer)
+	if err == nil && strings.HasPrefix(answer, "error") {
+		err = errors.New("redis-py: " + answer)
+	}
+	return answer, err
+}
+
+func (p *redisPy) hold(_ context.Context, key string, ttl time.Duration) (func(context.Context) (time.Time, error), error) {
+	switch answer, err := p.do(fmt.Sprintf("acquire %s %d", key, ttl.Milliseconds())); {
+	case err != nil:
+		return nil, err
+	case answer != "ok":
+		return nil, errNotObtained
+	}
+	return func(context.Context) (time.Time, error) {
+		answer, err := p.do("release " + key)
+		if err != nil {
+			return time.Time{}, err
+		}
+		ns, err := strconv.ParseInt(strings.TrimPrefix(answer, "ok "), 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("redis-py: release answered %q", answer)
+		}
+		return time.Unix(0, ns), nil
+	}, nil
+}
+
+func (p *redisPy) close() {
+	_ = p.in.Close() // the script ends at the end of its input
+	_ = p.cmd.Wait()
+}

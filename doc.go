@@ -89,10 +89,15 @@
 //     difference of 1%, not a clock that jumps.
 //
 // What to set on the go-redis client: ContextTimeoutEnabled: true lets a
-// call with a deadline run on the caller's goroutine, saving a goroutine and
-// a few allocations per call (a cancellation before the deadline is then
-// noticed at the deadline); keep ReadTimeout and WriteTimeout bounded, since
-// they bound the calls that run on after their callers left. Choose a TTL
+// release, refresh, TTL or cache read with a deadline run on the caller's
+// goroutine, saving a goroutine and a few allocations per call (a
+// cancellation before the deadline is then noticed at the deadline). An
+// acquisition whose context can end always runs on a goroutine of its own,
+// on any client, so that a reply coming after its caller left can still
+// release what it granted; one on a context that never ends
+// (context.Background) runs on the caller's. Keep ReadTimeout and
+// WriteTimeout bounded, since they bound the calls that run on after their
+// callers left. Choose a TTL
 // well above the round trip and the longest pause you expect: the default
 // of [Locker.WithLock], 10 s, leaves 3.3 s between refreshes.
 //

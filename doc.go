@@ -55,10 +55,12 @@
 //     end, by a timer that never waits behind a Redis call: a blackholed or
 //     slow connection cannot keep fn running on a lock another owner may
 //     hold. What fn does after its context is done is not protected.
-//   - Deadlines. Every call returns within its context's deadline, and
+//   - Deadlines. Every Locker and Lock call, and [Cache.Get] and
+//     [Cache.GetOrLoad], returns within its context's deadline, and
 //     [Locker.AcquireWithTimeout] within its timeout, plus a few
 //     milliseconds (20 ms at most for a wait's last attempt), even when
-//     Redis does not answer. (WithLock's release, which must outlive a
+//     Redis does not answer. (The Cache's writes and batch calls are left
+//     to the client's own timeouts.) (WithLock's release, which must outlive a
 //     cancelled context, is bounded by the lock's TTL instead.) A Redis
 //     call its caller stopped waiting for
 //     goes on in the background until the client gives up on it (its

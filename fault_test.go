@@ -753,12 +753,7 @@ func TestFaultRedisRestart(t *testing.T) {
 			srv.kill()
 			time.Sleep(time.Second)
 			srv.start(t)
-			var failed []error
-			for i := 0; i < waiters; i++ {
-				if err := waitFor(t, errs, 30*time.Second, "a waiter"); err != nil {
-					failed = append(failed, err)
-				}
-			}
+			failed := waitersFailed(t, errs, waiters)
 			assert.Empty(t, failed, "%d of %d waiters failed across a 1 s outage within their 20 s wait; the first: %v", len(failed), waiters, first(failed))
 			ck.Verify(t)
 		})
@@ -847,12 +842,7 @@ func TestFaultClusterFailover(t *testing.T) {
 			from, to := failoverKeyMaster(t, seeds, key)
 			t.Logf("slot %d failed over from %s to %s", rediskit.KeySlot(key), from, to)
 			assert.NoError(t, holder.Release(ctx), "a manual failover loses no write: the holder still holds the lock")
-			var failed []error
-			for i := 0; i < waiters; i++ {
-				if err := waitFor(t, errs, 30*time.Second, "a waiter"); err != nil {
-					failed = append(failed, err)
-				}
-			}
+			failed := waitersFailed(t, errs, waiters)
 			assert.Empty(t, failed, "%d of %d waiters failed across a failover within their 20 s wait; the first: %v", len(failed), waiters, first(failed))
 			ck.Verify(t)
 		})
@@ -1171,6 +1161,19 @@ func TestFaultRedlock(t *testing.T) {
 			})
 		})
 	}
+}
+
+// waitersFailed waits for n waiters of startWaiters and returns the errors
+// of those that failed.
+func waitersFailed(t *testing.T, errs <-chan error, n int) []error {
+	t.Helper()
+	var failed []error
+	for i := 0; i < n; i++ {
+		if err := waitFor(t, errs, 30*time.Second, "a waiter"); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	return failed
 }
 
 // startWaiters starts n goroutines that each wait up to 20 s for key, hold

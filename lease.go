@@ -70,16 +70,15 @@ func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait tim
 	return leaseHeld, nil, time.Duration(pttl) * time.Millisecond, nil
 }
 
-// awaitFleet is the cross-process part of a shared load: it returns the
-// key's value when Redis has one (found), waiting while another process
-// loads it, or the token of the lease this process now holds and must load
-// under. With neither (Redis failing or slow, ctx ended), the caller loads
-// without a lease; bytes that do not decode come back as stale, for the
-// write-back to replace. Each read is bounded by wait.
-func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duration) (v T, err error, found bool, lease string, stale []byte) {
+// awaitFleet is the cross-process part of a shared load: it finds the
+// key's value when Redis has one, waiting while another process loads it,
+// or takes the lease this process must then load under. With neither
+// (Redis failing or slow, ctx ended), the caller loads without a lease.
+// Each read is bounded by wait.
+func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duration) lookup[T] {
 	token, err := newToken()
 	if err != nil {
-		return v, nil, false, "", nil
+		return lookup[T]{}
 	}
 	rkey := c.cfg.prefix + key
 	var w *waiter
@@ -98,17 +97,11 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 			if ctx.Err() == nil {
 				c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
 			}
-			return v, nil, false, "", nil
+			return lookup[T]{}
 		case state == leaseTaken:
-			return v, nil, false, token, nil
+			return lookup[T]{lease: token}
 		case state == leaseValue:
-			v, err := c.decode(key, b, nil)
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				// Undecodable, as the caller's own read found and
-				// reported: load, and replace it.
-				return v, nil, false, "", b
-			}
-			return v, err, true, "", nil
+			return c.examine(key, b)
 		}
 		// Another process loads. Subscribe, then look again at once: its
 		// message may have gone out before the subscription.
@@ -128,7 +121,7 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 			}
 		}
 		if _, err := pause(ctx, sleep, w); err != nil {
-			return v, nil, false, "", nil
+			return lookup[T]{}
 		}
 	}
 }
@@ -137,10 +130,10 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 // third of its TTL; stop ends the refreshes, at once. A lease lost (deleted
 // with the key, or expired) is no reason to stop the load, whose value the
 // callers still get; the write-back will know.
-func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(context.Context) (T, error)) (v T, err error, stop func()) {
+func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(context.Context) (T, error)) (v T, stop func(), err error) {
 	if lease == "" {
 		v, err = callLoad(ctx, load)
-		return v, err, func() {}
+		return v, func() {}, err
 	}
 	rkey := c.cfg.prefix + key
 	// Refreshes are cut short when stopped, or after a third of the TTL,
@@ -168,10 +161,10 @@ func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(
 		}
 	}()
 	v, err = callLoad(ctx, load)
-	return v, err, func() {
+	return v, func() {
 		quit()
 		<-done
-	}
+	}, err
 }
 
 // writeLeased stores a loaded value and ends this process's lease, waking

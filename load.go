@@ -155,24 +155,20 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 	defer cancel()
 	defer context.AfterFunc(c.lifetime, cancel)()
 
-	lease := ""
-	var stale []byte // bytes found that do not decode: replaced if still there
-	if wait > 0 {
-		var v T
-		var err error
-		var found bool
-		if c.cfg.leaseTTL > 0 {
-			v, err, found, lease, stale = c.awaitFleet(lctx, key, wait)
-		} else {
-			v, err, found, stale = c.readRaw(lctx, key, wait)
-		}
-		if found {
-			c.flights.end(key, f, v, err)
-			return
-		}
+	var seen lookup[T] // nothing seen when Redis is not asked
+	switch {
+	case wait > 0 && c.cfg.leaseTTL > 0:
+		seen = c.awaitFleet(lctx, key, wait)
+	case wait > 0:
+		seen = c.readRaw(lctx, key, wait)
 	}
+	if seen.found {
+		c.flights.end(key, f, seen.v, seen.err)
+		return
+	}
+	lease, stale := seen.lease, seen.stale
 	start := time.Now()
-	v, err, stopRefresh := c.loadLeased(lctx, key, lease, load)
+	v, stopRefresh, err := c.loadLeased(lctx, key, lease, load)
 	var b []byte // what to write back
 	wbTTL := c.cfg.negativeTTL
 	switch {
@@ -227,22 +223,38 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 	}
 }
 
-// readRaw reads key for a load without a lease, bounded by wait: found is
-// true with the decoded value (or ErrNotFound); bytes that do not decode
-// are returned as stale, for the write-back to replace.
-func (c *Cache[T]) readRaw(ctx context.Context, key string, wait time.Duration) (v T, err error, found bool, stale []byte) {
+// lookup is what a shared load found in Redis before loading.
+type lookup[T any] struct {
+	found bool // Redis had the answer: v, or err wrapping ErrNotFound
+	v     T
+	err   error
+	lease string // the lease this process took, and loads under
+	stale []byte // bytes that did not decode, for the write-back to replace
+}
+
+// examine turns bytes a load found into its lookup.
+func (c *Cache[T]) examine(key string, b []byte) lookup[T] {
+	v, err := c.decode(key, b, nil)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		// Undecodable, as the caller's own read found and reported:
+		// load, and replace it.
+		return lookup[T]{stale: b}
+	}
+	return lookup[T]{found: true, v: v, err: err}
+}
+
+// readRaw reads key for a load without a lease, bounded by wait. A miss,
+// or Redis failing, finds nothing.
+func (c *Cache[T]) readRaw(ctx context.Context, key string, wait time.Duration) lookup[T] {
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	b, _, err := run(c.calls, rctx, func(ctx context.Context) ([]byte, error) {
 		return c.client.Get(ctx, c.cfg.prefix+key).Bytes()
 	}, nil)
 	if err != nil {
-		return v, nil, false, nil // a miss, or Redis failing: load
+		return lookup[T]{}
 	}
-	if v, err = c.decode(key, b, nil); err != nil && !errors.Is(err, ErrNotFound) {
-		return v, nil, false, b
-	}
-	return v, err, true, nil
+	return c.examine(key, b)
 }
 
 // writeBack stores a loaded value where the load found none, or found the

@@ -35,7 +35,9 @@
 //
 // Waiting acquisitions are woken by the holder's release through pub/sub
 // (one subscription per Locker; see [Locker.Close]), and are also bounded by
-// backoff and by the holder's remaining TTL.
+// backoff and by the holder's remaining TTL. Of a Locker's acquisitions
+// waiting for one key, only the oldest polls Redis on that backoff; the
+// others wait for a wake-up or for their turn to be the oldest.
 //
 // # Guarantees and failure modes
 //
@@ -72,9 +74,9 @@
 //     then returns [ErrNotObtained] wrapping the last error. TryAcquire, a
 //     single attempt, returns Redis's error.
 //   - Foreign writers. A release by another program, which publishes no
-//     wake-up, or an expiry, is noticed by a waiting acquisition within one
-//     backoff sleep (at most the backoff's cap: 512 ms by default) and a
-//     round trip.
+//     wake-up, or an expiry, is noticed by a Locker's oldest acquisition
+//     waiting for the key within one backoff sleep (at most the backoff's
+//     cap: 512 ms by default) and a round trip.
 //   - All-or-nothing. Every script validates what can fail (a key of the
 //     wrong type under the lock's or its counter's name) before its first
 //     write, so an error leaves Redis as it was.

@@ -229,7 +229,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			}
 		}
 		var err error
-		if woken, err = pause(ctx, sleep, w); err != nil {
+		if woken, err = l.pause(ctx, sleep, start.Add(timeout), w); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if w != nil && woken && l.store.notifier().moved(w) {
@@ -397,6 +397,22 @@ func newToken() (string, error) {
 		return "", fmt.Errorf("read random token: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// pause sleeps between a waiting acquisition's attempts: for d, like
+// pause, when w is nil or its channel's oldest waiter; behind an older
+// waiter of this process, which polls Redis for the lock on the process's
+// behalf, until w is woken or its turn comes, and then for d, but never
+// past until.
+func (l *Locker) pause(ctx context.Context, d time.Duration, until time.Time, w *waiter) (woken bool, err error) {
+	if w != nil && l.store.notifier().behind(w) {
+		woken, turn, err := l.store.notifier().awaitTurn(ctx, w, until)
+		if err != nil || !turn {
+			return woken, err
+		}
+		d = min(d, time.Until(until))
+	}
+	return pause(ctx, d, w)
 }
 
 // pause sleeps for d, until w is woken (if w is not nil), or until ctx

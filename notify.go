@@ -114,6 +114,11 @@ type waiter struct {
 	sub  *subscription
 	ch   *channel
 	wake chan struct{} // buffered: a wake-up is never lost while it waits
+	turn chan struct{} // buffered: signalled when w becomes its channel's oldest waiter
+}
+
+func newWaiter(sub *subscription, ch *channel) *waiter {
+	return &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1), turn: make(chan struct{}, 1)}
 }
 
 func newNotifier(client redis.UniversalClient) *notifier {
@@ -179,7 +184,7 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	} else {
 		joined = true
 	}
-	w = &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
+	w = newWaiter(sub, ch)
 	ch.waiters = append(ch.waiters, w)
 	n.mu.Unlock()
 
@@ -209,7 +214,7 @@ func (n *notifier) queue(name string) *waiter {
 		if ch == nil || len(ch.waiters) == 0 {
 			continue
 		}
-		w := &waiter{sub: sub, ch: ch, wake: make(chan struct{}, 1)}
+		w := newWaiter(sub, ch)
 		ch.waiters = append(ch.waiters, w)
 		return w
 	}
@@ -226,6 +231,12 @@ func (n *notifier) unwatch(w *waiter, passOn bool) {
 	for i, o := range ch.waiters {
 		if o == w {
 			ch.waiters = append(ch.waiters[:i], ch.waiters[i+1:]...)
+			if i == 0 && len(ch.waiters) > 0 {
+				select { // the next one polls now
+				case ch.waiters[0].turn <- struct{}{}:
+				default:
+				}
+			}
 			break
 		}
 	}
@@ -329,6 +340,33 @@ func (n *notifier) passOn(w *waiter) {
 			return
 		}
 	}
+}
+
+// behind reports whether an older waiter of w's channel is waiting: that
+// one polls Redis for the lock, so w need not.
+func (n *notifier) behind(w *waiter) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(w.ch.waiters) > 0 && w.ch.waiters[0] != w
+}
+
+// awaitTurn waits while w is behind an older waiter: until w is woken,
+// becomes its channel's oldest waiter (turn), until, or the end of ctx,
+// whichever comes first. It reports whether w took a wake-up, whether its
+// turn came, and ctx's error.
+func (n *notifier) awaitTurn(ctx context.Context, w *waiter, until time.Time) (woken, turn bool, err error) {
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, false, ctx.Err()
+	case <-t.C:
+	case <-w.wake:
+		woken = true
+	case <-w.turn:
+		turn = true
+	}
+	return woken, turn, ctx.Err()
 }
 
 // wakeOne wakes the oldest waiter that has no wake-up pending.

@@ -3,6 +3,7 @@ package rediskit_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,5 +181,83 @@ func TestReleaserWaitsItsTurn(t *testing.T) {
 		require.NoError(t, lk.Release(ctx))
 		<-done
 		assert.Equal(t, []string{"waiter", "releaser"}, order)
+	})
+}
+
+// A process's waiters for one key poll Redis through the oldest of them
+// only: the others are behind it, and polling would only tell them the lock
+// is held (or, after a foreign release, let them snatch it from the oldest).
+func TestOnlyTheOldestWaiterPolls(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		key := b.key("poll")
+		// A foreign lock: its release publishes nothing.
+		require.NoError(t, b.client.Set(ctx, key, "foreign", time.Minute).Err())
+
+		var attempts atomic.Int64
+		l := newLocker(t, b.client,
+			rediskit.WithRetryBackoff(rediskit.ConstantBackoff(20*time.Millisecond)),
+			rediskit.WithHook(func(e rediskit.Event) {
+				if e.Kind == rediskit.EventContended {
+					attempts.Add(1)
+				}
+			}))
+		const n = 5
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lk, err := l.AcquireWithTimeout(wakeCtx(t), key, time.Minute, time.Hour)
+				if assert.NoError(t, err) {
+					assert.NoError(t, lk.Release(ctx))
+				}
+			}()
+			time.Sleep(20 * time.Millisecond)
+		}
+		const waited = 500 * time.Millisecond
+		time.Sleep(waited)
+		// The oldest waiter polls every 20 ms; five polling waiters would
+		// make five times as many attempts.
+		polls := int64(waited/(20*time.Millisecond)) + n
+		assert.LessOrEqual(t, attempts.Load(), polls+n, "attempts while the key was held")
+
+		require.NoError(t, b.client.Del(ctx, key).Err()) // noticed by polling
+		wg.Wait()
+		assert.EqualValues(t, n, l.Stats().Acquired)
+	})
+}
+
+// When the oldest waiter gives up, the next one takes over its polling, so
+// a release that publishes nothing still reaches the process.
+func TestNextWaiterPollsWhenTheOldestLeaves(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		key := b.key("poll-next")
+		require.NoError(t, b.client.Set(ctx, key, "foreign", time.Minute).Err())
+		l := newLocker(t, b.client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(20*time.Millisecond)))
+
+		oldestCtx, leave := context.WithCancel(ctx)
+		oldest := make(chan error, 1)
+		go func() {
+			_, err := l.AcquireWithTimeout(oldestCtx, key, time.Minute, time.Hour)
+			oldest <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		next := make(chan error, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 5*time.Second)
+			if err == nil {
+				err = lk.Release(ctx)
+			}
+			next <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		leave()
+		require.ErrorIs(t, <-oldest, context.Canceled)
+		require.NoError(t, b.client.Del(ctx, key).Err())
+		// Had the next waiter gone on waiting behind nobody, it would wait
+		// its whole 5 s and fail.
+		assert.NoError(t, <-next)
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -27,11 +28,12 @@ type calls struct {
 
 	mu      sync.Mutex
 	closed  bool
+	quit    chan struct{} // closed by close
 	pending sync.WaitGroup
 }
 
 func newCalls(client redis.UniversalClient) *calls {
-	return &calls{honours: honoursDeadlines(client)}
+	return &calls{honours: honoursDeadlines(client), quit: make(chan struct{})}
 }
 
 // honoursDeadlines reports whether client stops socket I/O at a context's
@@ -51,11 +53,12 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 	return false
 }
 
-// inline reports whether a call on ctx can run on the caller's goroutine
-// when nothing needs its reply after the caller has gone:
+// inline reports whether a call on ctx can run on the caller's goroutine:
 // when ctx never ends, or when the client itself stops at ctx's deadline.
 // A cancellation before the deadline is then noticed when the client
-// returns, at the deadline at the latest.
+// returns, at the deadline at the latest. A client that stops at the
+// deadline drops the reply, so what a call left behind is undone blind
+// (see undo).
 func (cs *calls) inline(ctx context.Context) bool {
 	if ctx.Done() == nil {
 		return true
@@ -68,15 +71,13 @@ func (cs *calls) inline(ctx context.Context) bool {
 // whichever comes first. In the latter case abandoned is true, op goes on in
 // the background, and settle, if not nil, is called with its result when it
 // returns: that is where a call's effect that nobody will use is undone.
-// After close, run waits for op whatever ctx does. With settle, op always
-// runs on a goroutine of its own, unless ctx never ends: on the caller's, a
-// client that honours ctx's deadline would drop the reply that settle
-// needs.
+// After close, run waits for op whatever ctx does. Callers run op inline
+// themselves when cs.inline(ctx).
 func run[T any](cs *calls, ctx context.Context, op func(context.Context) (T, error), settle func(T, error)) (v T, abandoned bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return v, false, err // not even sent
 	}
-	if ctx.Done() == nil || (settle == nil && cs.inline(ctx)) || !cs.track() {
+	if cs.inline(ctx) || !cs.track() {
 		v, err = op(ctx)
 		return v, false, err
 	}
@@ -122,6 +123,36 @@ func (cs *calls) background(fn func()) {
 	}()
 }
 
+// undoRetries are how long undo waits before each of its retries.
+var undoRetries = []time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second, settleWait}
+
+// undo releases, with release (token-checked, bounded by undoTimeout), an
+// acquisition nobody will use. When the acquisition's reply never came
+// (unknown), its request may still be on its way, held up in the network or
+// a proxy, and a release sent on another connection can overtake it and
+// find nothing: undo then looks again after each of undoRetries, until a
+// release finds the lock or the calls are closed. Run it with background.
+func (cs *calls) undo(release func(context.Context) (int64, error), unknown bool) {
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+		n, err := release(ctx)
+		cancel()
+		if (err == nil && n == 1) || !unknown || i == len(undoRetries) {
+			return
+		}
+		t := time.NewTimer(undoRetries[i])
+		select {
+		case <-t.C:
+		case <-cs.quit:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// undoTimeout bounds each release that undoes an unused acquisition.
+const undoTimeout = time.Second
+
 // track counts one more call in the background, unless closed.
 func (cs *calls) track() bool {
 	cs.mu.Lock()
@@ -137,7 +168,10 @@ func (cs *calls) track() bool {
 // client's own timeouts.
 func (cs *calls) close() {
 	cs.mu.Lock()
-	cs.closed = true
+	if !cs.closed {
+		cs.closed = true
+		close(cs.quit)
+	}
 	cs.mu.Unlock()
 	cs.pending.Wait()
 }

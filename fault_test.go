@@ -1197,3 +1197,35 @@ func startWaiters(l *rediskit.Locker, ck *csChecker, key string, n int) <-chan e
 	}
 	return errs
 }
+
+// TestFaultUndoOvertaken: an acquisition whose caller's deadline passed
+// while its request was held up on the way to Redis is undone in the
+// background by its token. The undo travels on another connection and can
+// overtake the request: it must look again, so that the grant, which lands
+// after it, does not sit in Redis for its whole TTL. On a client that
+// honours deadlines, go-redis closes the connection at the deadline, so
+// nothing can wait for the acquisition's reply.
+func TestFaultUndoOvertaken(t *testing.T) {
+	forEachFaultVariant(t, true, func(t *testing.T, v *faultVariant) {
+		const ttl = 20 * time.Second // far longer than the test waits
+		ctx := context.Background()
+		rig := v.proxied(t)
+		direct := v.direct(t)
+		l := newLocker(t, rig.client)
+		key := v.key("overtaken")
+
+		rig.SetDelay(time.Second) // the request, and the reply, lag a second
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := l.TryAcquire(cctx, key, ttl)
+		cancel()
+		rig.SetDelay(0) // the undo does not
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		sent := time.Now()
+
+		fence := counterFence(direct, key)
+		require.Eventually(t, func() bool { return fence() > 0 }, 5*time.Second, 10*time.Millisecond,
+			"the delayed acquisition reached Redis")
+		assert.True(t, waitGone(direct, key, sent.Add(5*time.Second)),
+			"the late grant stayed in Redis (PTTL %v)", direct.PTTL(ctx, key).Val())
+	})
+}

@@ -119,11 +119,8 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	if err := l.validate("acquire", key, ttl); err != nil {
 		return nil, err
 	}
-	token, err := newToken()
-	if err != nil {
-		return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
-	}
-	lk := &Lock{l: l, key: key, keys: newLockKeys(l.cfg.prefix + key), token: token, ttl: ttl}
+	rkey := l.cfg.prefix + key
+	companion := companionKey(rkey, ":fence")
 	start := time.Now()
 	actx := ctx // what each attempt runs on
 	var w *waiter
@@ -135,7 +132,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		defer cancel()
 		// Behind waiters of this process, wait for a turn instead of
 		// snatching the lock from the one a release has just woken.
-		w = l.store.notifier().queue(lk.keys.companion)
+		w = l.store.notifier().queue(companion)
 	}
 	woken := false // a wake-up was taken and no attempt has used it yet
 	defer func() {
@@ -146,23 +143,22 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 	}()
 	var lastErr error // the last attempt's error, if a wait is riding it out
-	attempted := false
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		holderTTL := time.Duration(-1) // unknown until an attempt says
 		if retry > 1 || w == nil {
-			if attempted {
-				// A fresh token for every attempt: an attempt that failed
-				// may be undone later, in the background, by its token,
-				// and must not undo this one's lock.
-				if lk.token, err = newToken(); err != nil {
-					return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
-				}
+			// A fresh token, and Lock, for every attempt: an attempt that
+			// failed may be undone later, in the background, by its token,
+			// and must not undo this one's lock.
+			token, err := newToken()
+			if err != nil {
+				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}
-			attempted = true
-			g, err := l.store.obtain(actx, lk.keys, lk.token, ttl)
+			lk := &Lock{l: l, key: key, ttl: ttl}
+			lk.args.init(rkey, companion, token, ttl, l.store.notifier().publish)
+			g, err := l.store.obtain(actx, &lk.args, ttl)
 			if err == nil {
 				woken = false // the attempt saw the lock as it is
 			}
@@ -222,7 +218,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			// more than the backoff.
 			wctx, cancel := context.WithTimeout(actx, sleep)
 			var joined bool
-			w, joined = l.store.notifier().watch(wctx, lk.keys.companion)
+			w, joined = l.store.notifier().watch(wctx, companion)
 			cancel()
 			if w != nil && !joined {
 				continue
@@ -277,9 +273,8 @@ func checkLockTTL(op, key string, ttl, min time.Duration) error {
 // A Lock is safe for concurrent use by multiple goroutines.
 type Lock struct {
 	l          *Locker
-	key        string // as the caller gave it
-	keys       lockKeys
-	token      string
+	key        string        // as the caller gave it
+	args       lockArgs      // its names and token, as its scripts take them
 	ttl        time.Duration // as acquired
 	fence      int64
 	validUntil time.Time // when the lock is sure to be held until, as of acquisition
@@ -298,7 +293,7 @@ func (lk *Lock) Token() string {
 	if lk == nil {
 		return ""
 	}
-	return lk.token
+	return lk.args.token
 }
 
 // Fence returns the lock's fencing token: a number that is strictly greater
@@ -320,7 +315,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if err := lk.check("release"); err != nil {
 		return err
 	}
-	held, err := lk.l.store.release(ctx, lk.keys, lk.token, lk.ttl)
+	held, err := lk.l.store.release(ctx, &lk.args, lk.ttl)
 	if err != nil {
 		return fmt.Errorf("rediskit: release %q: %w", lk.key, err)
 	}
@@ -342,7 +337,7 @@ func (lk *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := checkLockTTL("refresh", lk.key, ttl, lk.l.store.minTTL()); err != nil {
 		return err
 	}
-	held, err := lk.l.store.refresh(ctx, lk.keys, lk.token, ttl)
+	held, err := lk.l.store.refresh(ctx, &lk.args, ttl)
 	if err != nil {
 		return fmt.Errorf("rediskit: refresh %q: %w", lk.key, err)
 	}
@@ -359,7 +354,7 @@ func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if err := lk.check("ttl"); err != nil {
 		return 0, err
 	}
-	ttl, held, err := lk.l.store.pttl(ctx, lk.keys, lk.token, lk.ttl)
+	ttl, held, err := lk.l.store.pttl(ctx, &lk.args, lk.ttl)
 	if err != nil {
 		return 0, fmt.Errorf("rediskit: ttl %q: %w", lk.key, err)
 	}
@@ -371,7 +366,7 @@ func (lk *Lock) TTL(ctx context.Context) (time.Duration, error) {
 
 // check reports a nil Lock, or a zero one not obtained from a Locker.
 func (lk *Lock) check(op string) error {
-	if lk == nil || lk.l == nil || lk.token == "" {
+	if lk == nil || lk.l == nil || lk.args.token == "" {
 		return fmt.Errorf("rediskit: %s: nil or zero Lock: %w", op, ErrInvalidArgument)
 	}
 	return lk.l.cfg.err

@@ -72,7 +72,7 @@ func NewRedlock(clients []redis.UniversalClient, opts ...Option) *Locker {
 	} else {
 		q.notify = &notifier{mode: notifyNone}
 	}
-	q.calls = &calls{} // every node call runs on a goroutine of its own
+	q.calls = &calls{quit: make(chan struct{})} // every node call runs on a goroutine of its own
 	l.store = q
 	return l
 }
@@ -244,7 +244,7 @@ func errNoReply(timeout time.Duration) error {
 	return fmt.Errorf("no reply within %v", timeout)
 }
 
-func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
+func (q *quorum) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (grant, error) {
 	start := time.Now()
 	timeout := nodeTimeout(ttl)
 	// A node's reply is awaited past the round, on its connection, so that
@@ -252,14 +252,14 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 	actx, cancel := context.WithDeadline(context.WithoutCancel(ctx), start.Add(timeout+settleWait))
 	time.AfterFunc(timeout+settleWait, cancel)
 	replies := round(q, ctx, timeout, func(_ context.Context, _ int, c redis.UniversalClient) (grant, error) {
-		reply, err := runAcquire(actx, c, k, token, ttl)
+		reply, err := runAcquire(actx, c, a)
 		if err != nil {
 			return grant{}, err
 		}
 		return parseAcquire(reply)
 	}, func(i int, g grant, err error) {
 		if unknownOutcome(g, err) {
-			q.undoOn(q.nodes[i].client, k, token) // a grant nobody counted
+			q.undoOn(q.nodes[i].client, a, err != nil) // a grant nobody counted
 		}
 	})
 	taken, best := 0, int64(0)
@@ -279,7 +279,7 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 	valid := validUntil(start, ttl)
 	var err error
 	if taken >= q.majority() {
-		if err = q.raiseFences(ctx, k, ttl, replies, best); err == nil {
+		if err = q.raiseFences(ctx, a, ttl, replies, best); err == nil {
 			if time.Now().Before(valid) {
 				return grant{held: true, fence: best, validUntil: valid}, nil
 			}
@@ -294,7 +294,7 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 	defer cancel()
 	round(q, uctx, timeout, func(ctx context.Context, i int, c redis.UniversalClient) (int64, error) {
 		if r := replies[i]; r.ok && r.v.held {
-			return q.undoScript(ctx, c, k, token)
+			return q.undoScript(ctx, c, a)
 		}
 		return 0, nil
 	}, nil)
@@ -303,7 +303,7 @@ func (q *quorum) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 		// one whose call failed may have taken the lock all the same.
 		if r.ok && r.err != nil && unknownOutcome(r.v, r.err) {
 			c := q.nodes[i].client
-			q.calls.background(func() { q.undoOn(c, k, token) })
+			q.calls.background(func() { q.undoOn(c, a, true) })
 		}
 	}
 	switch {
@@ -329,15 +329,14 @@ func unknownOutcome(g grant, err error) bool {
 // attempt that took only a minority has nothing to hand on, and its own
 // Locker, listening on the first node, would wake itself and skip the
 // backoff that keeps contenders from splitting the vote again.
-func (q *quorum) undoScript(ctx context.Context, c redis.UniversalClient, k lockKeys, token string) (int64, error) {
-	return releaseScript.Run(ctx, c, []string{k.key}, token, "", k.companion).Int64()
+func (q *quorum) undoScript(ctx context.Context, c redis.UniversalClient, a *lockArgs) (int64, error) {
+	return releaseScript.Run(ctx, c, a.keys[:1], a.release[0], "", a.companion).Int64()
 }
 
-// undoOn releases token on one node, bounded by undoTimeout.
-func (q *quorum) undoOn(c redis.UniversalClient, k lockKeys, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
-	defer cancel()
-	_, _ = q.undoScript(ctx, c, k, token)
+// undoOn releases token on one node; unknown says that the node's reply
+// never came (see calls.undo).
+func (q *quorum) undoOn(c redis.UniversalClient, a *lockArgs, unknown bool) {
+	q.calls.undo(func(ctx context.Context) (int64, error) { return q.undoScript(ctx, c, a) }, unknown)
 }
 
 // raiseFences writes the lock's fence into the counters of the nodes that
@@ -345,7 +344,7 @@ func (q *quorum) undoOn(c redis.UniversalClient, k lockKeys, token string) {
 // a node with this one, issues a larger fence. That holds only if a
 // majority's counters reach the fence, so an acquisition whose write-back
 // falls short of a majority fails.
-func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration, granted []nodeReply[grant], best int64) error {
+func (q *quorum) raiseFences(ctx context.Context, a *lockArgs, ttl time.Duration, granted []nodeReply[grant], best int64) error {
 	timeout := nodeTimeout(ttl)
 	replies := round(q, ctx, timeout, func(ctx context.Context, i int, c redis.UniversalClient) (bool, error) {
 		if g := granted[i]; g.err != nil || !g.ok || !g.v.held {
@@ -353,7 +352,7 @@ func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration,
 		} else if g.v.fence >= best {
 			return true, nil
 		}
-		return true, raiseFenceScript.Run(ctx, c, []string{k.companion}, best, ttl.Milliseconds()).Err()
+		return true, raiseFenceScript.Run(ctx, c, a.keys[1:], best, ttl.Milliseconds()).Err()
 	}, nil)
 	n := 0
 	var errs []error
@@ -370,15 +369,15 @@ func (q *quorum) raiseFences(ctx context.Context, k lockKeys, ttl time.Duration,
 	return fmt.Errorf("redlock: fence written on %d of %d nodes, %d needed: %w", n, len(q.nodes), q.majority(), joinNodeErrors(errs))
 }
 
-func (q *quorum) release(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
+func (q *quorum) release(ctx context.Context, a *lockArgs, ttl time.Duration) (bool, error) {
 	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
-		return releaseScript.Run(ctx, c, []string{k.key}, token, notifyModeFor(c).publishCommand(), k.companion).Int64()
+		return releaseScript.Run(ctx, c, a.keys[:1], a.release[0], notifyModeFor(c).publishCommand(), a.companion).Int64()
 	})
 }
 
-func (q *quorum) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
+func (q *quorum) refresh(ctx context.Context, a *lockArgs, ttl time.Duration) (bool, error) {
 	return q.majorityOf(ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
-		return refreshScript.Run(ctx, c, []string{k.key}, token, ttl.Milliseconds()).Int64()
+		return refreshScript.Run(ctx, c, a.keys[:1], a.release[0], ttl.Milliseconds()).Int64()
 	})
 }
 
@@ -401,9 +400,9 @@ func (q *quorum) majorityOf(ctx context.Context, timeout time.Duration, run func
 // pttl returns the time until fewer than a majority of the nodes hold the
 // lock: the majority-th longest of their TTLs, a node holding it without
 // expiry counting as the longest.
-func (q *quorum) pttl(ctx context.Context, k lockKeys, token string, ttl time.Duration) (time.Duration, bool, error) {
+func (q *quorum) pttl(ctx context.Context, a *lockArgs, ttl time.Duration) (time.Duration, bool, error) {
 	replies := round(q, ctx, nodeTimeout(ttl), func(ctx context.Context, _ int, c redis.UniversalClient) (int64, error) {
-		return pttlScript.Run(ctx, c, []string{k.key}, token).Int64()
+		return pttlScript.Run(ctx, c, a.keys[:1], a.release[:1]...).Int64()
 	}, nil)
 	var mine []time.Duration
 	var errs []error

@@ -65,7 +65,7 @@ return {1, fence}
 //
 // KEYS[1] the lock key. ARGV[1] the token; ARGV[2] the publish command
 // (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the channel, in KEYS[1]'s
-// slot, named like the fencing counter (lockKeys).
+// slot, named like the fencing counter (lockArgs).
 // Reply: 1 when deleted; 0 when the key is gone or holds another token.
 //
 // The publish is a pcall: a server without SPUBLISH (before Redis 7) still

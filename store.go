@@ -17,12 +17,12 @@ type store interface {
 	// obtain makes one attempt to take the lock. It returns an error
 	// wrapping errLateReply when the lock was granted too late to be of
 	// use, and then releases it.
-	obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error)
+	obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (grant, error)
 	// release, refresh and pttl take the TTL the lock was acquired with,
 	// which bounds how long a Redlock node is waited for.
-	release(ctx context.Context, k lockKeys, token string, ttl time.Duration) (held bool, err error)
-	refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (held bool, err error)
-	pttl(ctx context.Context, k lockKeys, token string, ttl time.Duration) (remaining time.Duration, held bool, err error)
+	release(ctx context.Context, a *lockArgs, ttl time.Duration) (held bool, err error)
+	refresh(ctx context.Context, a *lockArgs, ttl time.Duration) (held bool, err error)
+	pttl(ctx context.Context, a *lockArgs, ttl time.Duration) (remaining time.Duration, held bool, err error)
 	// notifier is where waiters subscribe to releases.
 	notifier() *notifier
 	// close ends the notifier and waits for the calls in the background.
@@ -43,13 +43,30 @@ type grant struct {
 // or so close to it that the caller cannot use it; such a grant is released.
 var errLateReply = fmt.Errorf("reply came after the lock's validity: %w", ErrNotObtained)
 
-// lockKeys are the Redis names of one lock: its key, with the prefix, and
-// its companion in the same cluster slot, which names both the fencing
-// counter and the channel its releases are published on. Channels and keys
-// are separate namespaces; sharing the name saves building a second one.
-type lockKeys struct{ key, companion string }
+// lockArgs are one acquisition attempt's lock as its scripts take it:
+// the Redis names of the lock, its token, and the argument lists go-redis is
+// called with, made once so that the calls of the lock's life build none of
+// their own. They never change once made, so concurrent calls share them.
+//
+// The names are the lock's key, with the prefix, and its companion in the
+// same cluster slot, which names both the fencing counter and the channel
+// its releases are published on. Channels and keys are separate namespaces;
+// sharing the name saves building a second one.
+type lockArgs struct {
+	key, companion, token string
+	keys                  [2]string // key, companion: the acquire script's KEYS; keys[:1] the others'
+	acquire               [2]any    // token, TTL in ms: the acquire script's ARGV
+	release               [3]any    // token, the publish command, companion: the release script's; release[:1] the TTL script's
+}
 
-func newLockKeys(rkey string) lockKeys { return lockKeys{rkey, companionKey(rkey, ":fence")} }
+// init makes a's argument lists; publish is the store's publish command.
+func (a *lockArgs) init(rkey, companion, token string, ttl time.Duration, publish any) {
+	a.key, a.companion, a.token = rkey, companion, token
+	a.keys = [2]string{rkey, companion}
+	tok := any(token)
+	a.acquire = [2]any{tok, ttl.Milliseconds()}
+	a.release = [3]any{tok, publish, companion}
+}
 
 // single is a store on one Redis: a single node, Sentinel, Ring or Cluster.
 type single struct {
@@ -71,7 +88,7 @@ func (s *single) close() {
 	s.calls.close()
 }
 
-func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.Duration) (grant, error) {
+func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (grant, error) {
 	if err := ctx.Err(); err != nil {
 		return grant{}, err // not even sent
 	}
@@ -79,8 +96,8 @@ func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 	var reply []int64
 	var err error
 	abandoned := false
-	if ctx.Done() == nil {
-		reply, err = runAcquire(ctx, s.client, k, token, ttl)
+	if s.calls.inline(ctx) {
+		reply, err = runAcquire(ctx, s.client, a)
 	} else {
 		reply, abandoned, err = run(s.calls, ctx, func(ctx context.Context) ([]int64, error) {
 			// If the caller gives up, the reply is still awaited, on the
@@ -93,12 +110,12 @@ func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 				rctx, cancel = context.WithDeadline(rctx, dl.Add(settleWait))
 				defer cancel()
 			}
-			return runAcquire(rctx, s.client, k, token, ttl)
-		}, func(reply []int64, err error) { s.settleAcquire(k, token, reply, err) })
+			return runAcquire(rctx, s.client, a)
+		}, func(reply []int64, err error) { s.settleAcquire(a, reply, err) })
 	}
 	if err != nil {
 		if !abandoned { // else settled when the reply comes
-			s.settleAcquire(k, token, nil, err)
+			s.settleAcquire(a, nil, err)
 		}
 		return grant{}, err
 	}
@@ -111,7 +128,7 @@ func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 	// longer can be counted on.
 	g.validUntil = validUntil(sent, ttl)
 	if !time.Now().Before(g.validUntil) {
-		s.calls.background(func() { s.undo(k, token) })
+		s.calls.background(func() { s.undo(a, false) })
 		return grant{}, errLateReply
 	}
 	return g, nil
@@ -122,7 +139,7 @@ func (s *single) obtain(ctx context.Context, k lockKeys, token string, ttl time.
 // so a Redis error reply means nothing was written; any other error leaves
 // the outcome unknown, and releasing with the token is safe whatever
 // happened.
-func (s *single) settleAcquire(k lockKeys, token string, reply []int64, err error) {
+func (s *single) settleAcquire(a *lockArgs, reply []int64, err error) {
 	var replyErr redis.Error
 	switch {
 	case err == nil && (len(reply) == 0 || reply[0] != 1):
@@ -130,56 +147,53 @@ func (s *single) settleAcquire(k lockKeys, token string, reply []int64, err erro
 	case err != nil && errors.As(err, &replyErr):
 		return
 	}
-	s.calls.background(func() { s.undo(k, token) })
+	s.calls.background(func() { s.undo(a, err != nil) })
 }
 
-// undo releases an acquisition its caller will not use, bounded by
-// undoTimeout.
-func (s *single) undo(k lockKeys, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
-	defer cancel()
-	_, _ = releaseScript.Run(ctx, s.client, []string{k.key}, token, s.notify.publish, k.companion).Int64()
+// undo releases an acquisition its caller will not use; unknown says that
+// its reply never came (see calls.undo).
+func (s *single) undo(a *lockArgs, unknown bool) {
+	s.calls.undo(func(ctx context.Context) (int64, error) {
+		return releaseScript.Run(ctx, s.client, a.keys[:1], a.release[:]...).Int64()
+	}, unknown)
 }
-
-// undoTimeout bounds a release that undoes an unused acquisition.
-const undoTimeout = time.Second
 
 // settleWait is how long an acquisition's reply is awaited after its caller
 // gave up, so that a lock granted late can be released.
 const settleWait = 3 * time.Second
 
-func (s *single) release(ctx context.Context, k lockKeys, token string, _ time.Duration) (bool, error) {
-	return s.tokenScript(ctx, releaseScript, k, token, s.notify.publish, k.companion)
+func (s *single) release(ctx context.Context, a *lockArgs, _ time.Duration) (bool, error) {
+	return s.tokenScript(ctx, releaseScript, a, a.release[:]...)
 }
 
-func (s *single) refresh(ctx context.Context, k lockKeys, token string, ttl time.Duration) (bool, error) {
-	return s.tokenScript(ctx, refreshScript, k, token, ttl.Milliseconds())
+func (s *single) refresh(ctx context.Context, a *lockArgs, ttl time.Duration) (bool, error) {
+	return s.tokenScript(ctx, refreshScript, a, a.release[0], ttl.Milliseconds())
 }
 
 // tokenScript runs a token-checked script whose reply is 1 when the token,
 // args[0], holds the key. Inline, it builds no closure: that is the
 // uncontended path's cost.
-func (s *single) tokenScript(ctx context.Context, script *redis.Script, k lockKeys, args ...any) (bool, error) {
+func (s *single) tokenScript(ctx context.Context, script *redis.Script, a *lockArgs, args ...any) (bool, error) {
 	if s.calls.inline(ctx) {
-		n, err := script.Run(ctx, s.client, []string{k.key}, args...).Int64()
+		n, err := script.Run(ctx, s.client, a.keys[:1], args...).Int64()
 		return n == 1, err
 	}
 	n, _, err := run(s.calls, ctx, func(ctx context.Context) (int64, error) {
-		return script.Run(ctx, s.client, []string{k.key}, args...).Int64()
+		return script.Run(ctx, s.client, a.keys[:1], args...).Int64()
 	}, nil)
 	return n == 1, err
 }
 
-func (s *single) pttl(ctx context.Context, k lockKeys, token string, _ time.Duration) (time.Duration, bool, error) {
+func (s *single) pttl(ctx context.Context, a *lockArgs, _ time.Duration) (time.Duration, bool, error) {
 	n, _, err := run(s.calls, ctx, func(ctx context.Context) (int64, error) {
-		return pttlScript.Run(ctx, s.client, []string{k.key}, token).Int64()
+		return pttlScript.Run(ctx, s.client, a.keys[:1], a.release[:1]...).Int64()
 	}, nil)
 	return pttlReply(n), err == nil && n != -3, err
 }
 
 // runAcquire runs the acquire script on one Redis.
-func runAcquire(ctx context.Context, client redis.UniversalClient, k lockKeys, token string, ttl time.Duration) ([]int64, error) {
-	return acquireScript.Run(ctx, client, []string{k.key, k.companion}, token, ttl.Milliseconds()).Int64Slice()
+func runAcquire(ctx context.Context, client redis.UniversalClient, a *lockArgs) ([]int64, error) {
+	return acquireScript.Run(ctx, client, a.keys[:], a.acquire[:]...).Int64Slice()
 }
 
 // parseAcquire reads the acquire script's reply.

@@ -76,7 +76,9 @@
 //   - Foreign writers. A release by another program, which publishes no
 //     wake-up, or an expiry, is noticed by a Locker's oldest acquisition
 //     waiting for the key within one backoff sleep (at most the backoff's
-//     cap: 512 ms by default) and a round trip.
+//     cap: 512 ms by default) and a round trip, plus however late the Go
+//     runtime runs the waiter once its sleep ends (a millisecond or a few
+//     on a loaded machine).
 //   - All-or-nothing. Every script validates what can fail (a key of the
 //     wrong type under the lock's or its counter's name) before its first
 //     write, so an error leaves Redis as it was.
@@ -92,16 +94,18 @@
 //   - Clocks: the drift allowance covers a client and server clock rate
 //     difference of 1%, not a clock that jumps.
 //
-// What to set on the go-redis client: ContextTimeoutEnabled: true lets a
-// release, refresh, TTL or cache read with a deadline run on the caller's
-// goroutine, saving a goroutine and a few allocations per call (a
-// cancellation before the deadline is then noticed at the deadline). An
-// acquisition whose context can end always runs on a goroutine of its own,
-// on any client, so that a reply coming after its caller left can still
-// release what it granted; one on a context that never ends
-// (context.Background) runs on the caller's. Keep ReadTimeout and
-// WriteTimeout bounded, since they bound the calls that run on after their
-// callers left. Choose a TTL
+// What to set on the go-redis client: ContextTimeoutEnabled: true lets
+// every call with a deadline (acquisition, release, refresh, TTL, cache
+// read) run on the caller's goroutine, saving a goroutine per call and its
+// allocations (BENCHMARKS.md counts them; a cancellation before the
+// deadline is then noticed at the deadline). On a default client such a call runs on
+// a goroutine of its own, which its caller can leave at the deadline; calls
+// on a context that never ends (context.Background) run on the caller's
+// goroutine on any client. An acquisition its caller left, or whose reply
+// never came, is released by its token in the background, looking again
+// for a few seconds in case the request was still on its way. Keep
+// ReadTimeout and WriteTimeout bounded, since they bound the calls that run
+// on after their callers left. Choose a TTL
 // well above the round trip and the longest pause you expect: the default
 // of [Locker.WithLock], 10 s, leaves 3.3 s between refreshes.
 //

@@ -183,6 +183,8 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	var gaps latencies
 	before := snapshot(b, waiters)
 	b.ResetTimer()
+	stopProbe := make(chan struct{})
+	lateness := probeTimers(backoffCap, stopProbe)
 	var wg sync.WaitGroup
 	for _, h := range holders {
 		wg.Add(1)
@@ -202,10 +204,38 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	}
 	wg.Wait()
 	b.StopTimer()
+	close(stopProbe)
 	after := snapshot(b, waiters)
 	req := after.requests - before.requests - before.nodes + after.pubsubCmds - before.pubsubCmds
 	b.ReportMetric(float64(req)/float64(b.N), "waiter-req/op")
 	gaps.reportMs(b, "gap-")
+	b.ReportMetric(float64((<-lateness).max())/float64(time.Millisecond), "timer-late-max-ms")
+}
+
+// probeTimers measures, until stop is closed, how late the Go runtime runs
+// a goroutine whose timer has fired, under the benchmark's own load: it
+// sleeps random times up to most, as the waiter does between attempts, and
+// sends how late each wake-up was. That delay is the machine's, not a
+// library's, and the report allows for it in the bound.
+func probeTimers(most time.Duration, stop <-chan struct{}) <-chan latencies {
+	out := make(chan latencies, 1)
+	go func() {
+		var late latencies
+		for {
+			d := rand.N(most) + time.Millisecond
+			t := time.NewTimer(d)
+			start := time.Now()
+			select {
+			case <-stop:
+				t.Stop()
+				out <- late
+				return
+			case <-t.C:
+				late = append(late, max(time.Since(start)-d, 0))
+			}
+		}
+	}()
+	return out
 }
 
 // redisPyPattern is what redis-py's Lock does, in go-redis: SET key token NX

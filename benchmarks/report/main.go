@@ -259,10 +259,14 @@ func foreignRows(order []string) []foreignRow {
 // foreignBound is what a foreign release's gap is checked against: the
 // documented bound, the backoff's cap plus a round trip (from the key being
 // free), plus the release's own round trip, since the gap is timed from
-// the start of the release. A round trip is this run's Floor/ping p99.
-func foreignBound(r results, cap float64) (float64, bool) {
+// the start of the release, plus how late the Go runtime ran a goroutine
+// whose timer fired, measured in the same benchmark (its worst in any run):
+// the machine's delay, which the documentation names too. A round trip is
+// this run's Floor/ping p99.
+func foreignBound(r results, row string, cap float64) (float64, bool) {
 	rt, ok := r.get("Floor/ping", "p99-µs")
-	return cap + 2*rt/1000, ok
+	late, _ := r.worst(row, "timer-late-max-ms")
+	return cap + 2*rt/1000 + late, ok
 }
 
 // foreignTargets checks, for each backoff, that every releaser that
@@ -284,11 +288,12 @@ func foreignTargets(r results, order []string) []target {
 				continue
 			}
 			cap = row.cap
-			bound, hasBound = foreignBound(r, row.cap)
+			rowBound, ok := foreignBound(r, row.name, row.cap)
+			bound, hasBound = max(bound, rowBound), ok
 			p99, _ := r.get(row.name, "gap-p99-ms")
 			most, _ := r.worst(row.name, "gap-max-ms")
-			met = met && hasBound && p99 <= bound && most <= bound
-			measured = append(measured, fmt.Sprintf("%s: p99 %s, max %s", row.releaser, ms(p99), ms(most)))
+			met = met && ok && p99 <= rowBound && most <= rowBound
+			measured = append(measured, fmt.Sprintf("%s: p99 %s, max %s (bound %s)", row.releaser, ms(p99), ms(most), ms(rowBound)))
 		}
 		if len(measured) == 0 {
 			continue
@@ -298,8 +303,8 @@ func foreignTargets(r results, order []string) []target {
 			b = ms(bound) + " ms"
 		}
 		ts = append(ts, target{
-			fmt.Sprintf("a release that publishes nothing reaches a waiting rediskit acquisition within the documented bound, backoff cap (%s ms, %s) + a round trip", num(cap), bo),
-			strings.Join(measured, "; ") + " ms; bound " + b, met, false})
+			fmt.Sprintf("a release that publishes nothing reaches a waiting rediskit acquisition within the documented bound, backoff cap (%s ms, %s) + a round trip + the runtime's timer delay", num(cap), bo),
+			strings.Join(measured, "; ") + " ms; largest bound " + b, met, false})
 	}
 	return ts
 }
@@ -326,18 +331,19 @@ func foreignTable(w io.Writer, r results, order []string) {
 		}
 		return "**no**"
 	}
-	fmt.Fprintln(w, "| releaser | waiter's backoff | gap-p50-ms | gap-p99-ms | gap-max-ms | max − cap (ms) | waiter-req/op | bound-ms | p99 within | max within |\n|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| releaser | waiter's backoff | gap-p50-ms | gap-p99-ms | gap-max-ms | max − cap (ms) | waiter-req/op | timer-late-max-ms | bound-ms | p99 within | max within |\n|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, row := range rows {
 		p50, _ := r.get(row.name, "gap-p50-ms")
 		p99, _ := r.get(row.name, "gap-p99-ms")
 		most, _ := r.worst(row.name, "gap-max-ms")
 		req, _ := r.get(row.name, "waiter-req/op")
-		bound, ok := foreignBound(r, row.cap)
+		late, _ := r.worst(row.name, "timer-late-max-ms")
+		bound, ok := foreignBound(r, row.name, row.cap)
 		b := "–"
 		if ok {
 			b = ms(bound)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.releaser, row.backoff, ms(p50), ms(p99), ms(most), strconv.FormatFloat(most-row.cap, 'f', 1, 64), num(req), b,
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.releaser, row.backoff, ms(p50), ms(p99), ms(most), strconv.FormatFloat(most-row.cap, 'f', 1, 64), num(req), ms(late), b,
 			verdict(p99, bound, ok), verdict(most, bound, ok))
 	}
 	fmt.Fprintln(w)

@@ -190,13 +190,14 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 }
 
 // GetMany returns the values of the keys that are present, in one round
-// trip on a single node (one per node on a Redis Cluster, in parallel, with
-// keys in any slots). Absent keys are left out of the map. Keys whose bytes
-// do not decode are left out too and reported in the error, wrapping
-// [ErrDecode], while the others are still returned. A Redis error for any
-// key (a node down, a key holding another type) fails the whole call, with
-// a nil map, whatever the keys' order; the error names the first such key.
-// No keys returns an empty map.
+// trip: one MGET on a single node (Sentinel included), one pipeline of GETs
+// per node on a Redis Cluster or Ring, in parallel, with keys in any slots.
+// Absent keys are left out of the map. Keys whose bytes do not decode are
+// left out too and reported in the error, wrapping [ErrDecode], while the
+// others are still returned. A Redis error (a node down), or a key holding
+// another Redis type (an error wrapping [ErrWrongType]), fails the whole
+// call, with a nil map, whatever the keys' order; the error names the
+// first such key. No keys returns an empty map.
 func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, error) {
 	for _, key := range keys {
 		if err := c.check("get many", key); err != nil {
@@ -206,6 +207,9 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 	out := make(map[string]T, len(keys))
 	if len(keys) == 0 {
 		return out, nil
+	}
+	if _, ok := c.client.(*redis.Client); ok {
+		return c.getManyOnOneNode(ctx, keys, out)
 	}
 	cmds := make([]*redis.StringCmd, len(keys))
 	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -221,6 +225,9 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 		// as given.
 		for i, cmd := range cmds {
 			if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				if isWrongType(err) {
+					err = fmt.Errorf("%w: %w", ErrWrongType, err)
+				}
 				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], err)
 			}
 		}
@@ -231,16 +238,55 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 	var errs []error
 	for i, cmd := range cmds {
 		b, err := cmd.Bytes()
-		v, err := c.decode(keys[i], b, err)
-		switch {
-		case err == nil:
-			out[keys[i]] = v
-		case errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrNotFound):
-		default:
-			errs = append(errs, err)
-		}
+		errs = c.collect(out, keys[i], b, err, errs)
 	}
 	return out, errors.Join(errs...)
+}
+
+// getManyOnOneNode is GetMany on a client of one node: one script running
+// MGET, which also tells keys of another type from absent ones.
+func (c *Cache[T]) getManyOnOneNode(ctx context.Context, keys []string, out map[string]T) (map[string]T, error) {
+	rkeys := keys
+	if c.cfg.prefix != "" {
+		rkeys = make([]string, len(keys))
+		for i, key := range keys {
+			rkeys[i] = c.cfg.prefix + key
+		}
+	}
+	reply, err := getManyScript.Run(ctx, c.client, rkeys).Slice()
+	if err == nil && len(reply) != len(keys)+1 {
+		err = fmt.Errorf("unexpected reply of %d values for %d keys", len(reply), len(keys))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rediskit: get many: %w", err)
+	}
+	if wrong, _ := reply[len(keys)].(int64); wrong > 0 {
+		return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[wrong-1], ErrWrongType)
+	}
+	var errs []error
+	for i, key := range keys {
+		s, ok := reply[i].(string)
+		if !ok {
+			c.cfg.emit(&c.stats, Event{Kind: EventMiss, Key: key})
+			continue
+		}
+		errs = c.collect(out, key, []byte(s), nil, errs)
+	}
+	return out, errors.Join(errs...)
+}
+
+// collect decodes one key's GET reply into out, appending to errs what
+// GetMany reports.
+func (c *Cache[T]) collect(out map[string]T, key string, b []byte, err error, errs []error) []error {
+	v, err := c.decode(key, b, err)
+	switch {
+	case err == nil:
+		out[key] = v
+	case errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrNotFound):
+	default:
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // SetMany stores all items for ttl, in one round trip on a single node (one

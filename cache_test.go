@@ -559,3 +559,48 @@ func TestGetOrLoadAnswersWithinDeadlineWhenRedisIsDown(t *testing.T) {
 	assert.Zero(t, late.Load(), "callers answered after their deadline")
 	assert.EqualValues(t, 1, calls.Load(), "one load for all")
 }
+
+// commandCounter counts the commands a client sends, a pipeline's each.
+type commandCounter struct{ n atomic.Int64 }
+
+func (h *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
+}
+
+// On one node GetMany is one command (a script running MGET), over 2,500
+// keys (more than one MGET of the script's batches), with a prefix, and it
+// still tells a key of another type from an absent one.
+func TestCacheGetManyIsOneCommandOnOneNode(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if _, ok := b.client.(*redis.Client); !ok {
+			t.Skip("a cluster pipelines one GET per key")
+		}
+		ctx := context.Background()
+		c := newCache[int](t, b.client, rediskit.WithKeyPrefix(b.key("p:")))
+		items := map[string]int{}
+		keys := []string{"absent"}
+		for i := 0; i < 2500; i++ {
+			k := fmt.Sprintf("k%d", i)
+			items[k] = i
+			keys = append(keys, k)
+		}
+		require.NoError(t, c.SetMany(ctx, items, time.Minute))
+		_, err := c.GetMany(ctx, "k1") // loads the script: EVALSHA, NOSCRIPT, EVAL
+		require.NoError(t, err)
+		var count commandCounter
+		b.client.AddHook(&count)
+		got, err := c.GetMany(ctx, keys...)
+		require.NoError(t, err)
+		assert.Equal(t, items, got)
+		assert.EqualValues(t, 1, count.n.Load(), "commands sent")
+
+		require.NoError(t, b.client.HSet(ctx, b.key("p:hash"), "f", "v").Err())
+		_, err = c.GetMany(ctx, "k1", "absent", "hash")
+		assert.ErrorIs(t, err, rediskit.ErrWrongType)
+		assert.Contains(t, err.Error(), `"hash"`)
+	})
+}

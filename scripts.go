@@ -189,3 +189,33 @@ if ARGV[4] ~= '' then
 end
 return written
 `)
+
+// getManyScript reads keys with MGET, in one round trip, and tells a key
+// holding another Redis type (for which MGET answers nil, as for an absent
+// key) from an absent one, so that GetMany reports it as a Get would.
+//
+// KEYS the keys, all on one node. Reply: the keys' values (nil for
+// absent), then the index (from 1) of the first key holding another type,
+// or 0.
+var getManyScript = redis.NewScript(`
+local out, n = {}, #KEYS
+for i = 1, n, 1000 do
+	local vs = redis.call('MGET', unpack(KEYS, i, math.min(i + 999, n)))
+	for j = 1, #vs do
+		out[i + j - 1] = vs[j]
+	end
+end
+local wrong = 0
+for i = 1, n do
+	if not out[i] then
+		local t = redis.call('TYPE', KEYS[i])
+		if type(t) == 'table' then t = t['ok'] end
+		if t ~= 'none' then
+			wrong = i
+			break
+		end
+	end
+end
+out[n + 1] = wrong
+return out
+`)

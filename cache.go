@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,6 +34,9 @@ type Cache[T any] struct {
 	flights flights[T]
 	calls   *calls
 	notify  *notifier // wake-ups from other processes' loads
+	// loadTime is a moving average of the loads' durations, in
+	// nanoseconds, for early refresh.
+	loadTime atomic.Int64
 
 	// lifetime is the Cache's own context, not a caller's: Close cancels it
 	// to end the loads no caller is waiting for.
@@ -67,6 +71,8 @@ func (c *Cache[T]) Stats() CacheStats {
 		Loads:       c.stats.get(EventLoad),
 		LoadErrors:  c.stats.get(EventLoadError),
 		RedisErrors: c.stats.get(EventRedisError),
+		Stale:       c.stats.get(EventStale),
+		Refreshes:   c.stats.get(EventRefresh),
 	}
 }
 
@@ -141,7 +147,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 	if err != nil {
 		return err
 	}
-	if err := c.client.Set(ctx, c.cfg.prefix+key, b, c.jittered(ttl)).Err(); err != nil {
+	if err := c.client.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl)).Err(); err != nil {
 		return fmt.Errorf("rediskit: set %q: %w", key, err)
 	}
 	c.flights.forget(key) // a load in progress here now has an older value
@@ -316,7 +322,7 @@ func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Dur
 	}
 	_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for key, b := range encoded {
-			p.Set(ctx, c.cfg.prefix+key, b, c.jittered(ttl))
+			p.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl))
 		}
 		return nil
 	})

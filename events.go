@@ -38,6 +38,13 @@ const (
 	// EventRedisError: Redis failed while the Cache carried on without it
 	// (GetOrLoad answered from the loader). Event.Err is the Redis error.
 	EventRedisError
+	// EventStale: GetOrLoad answered with a value past its TTL, within the
+	// window of [WithStaleWhileRevalidate] or, after the loader failed, of
+	// [WithStaleIfError].
+	EventStale
+	// EventRefresh: GetOrLoad started a background refresh of a value
+	// (stale, or near its expiry with [WithEarlyRefresh]).
+	EventRefresh
 )
 
 var eventNames = [...]string{
@@ -51,6 +58,8 @@ var eventNames = [...]string{
 	EventLoad:        "load",
 	EventLoadError:   "load error",
 	EventRedisError:  "redis error",
+	EventStale:       "stale",
+	EventRefresh:     "refresh",
 }
 
 // String returns the kind's name, such as "acquired".
@@ -91,6 +100,8 @@ type CacheStats struct {
 	Loads       uint64 // loader calls that returned a value or ErrNotFound
 	LoadErrors  uint64 // loader calls that failed
 	RedisErrors uint64 // Redis failures that GetOrLoad answered past
+	Stale       uint64 // values GetOrLoad served past their TTL
+	Refreshes   uint64 // background refreshes GetOrLoad started
 }
 
 // counters holds one atomic counter per event kind, so that Stats of both

@@ -38,43 +38,69 @@ const (
 	leaseHeld                    // another process holds a lease
 )
 
-// readOrLease reads key and, if it is absent, takes its lease with token,
-// in one round trip, bounded by wait. For a lease held by another process
-// it returns the lease's remaining TTL. A lease taken by a call nobody
-// waited for any more is dropped when its reply comes.
-func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait time.Duration) (leaseState, []byte, time.Duration, error) {
+// leaseReply is what readOrLease found.
+type leaseReply struct {
+	state leaseState
+	// value is the key's bytes: the value with leaseValue; otherwise the
+	// bytes of a value due for a load, if there was one, whose remaining
+	// TTL is valueTTL.
+	value    []byte
+	valueTTL time.Duration
+	leaseTTL time.Duration // with leaseHeld: the lease's remaining TTL
+}
+
+// neverDue is readOrLease's due for a value that is never due for a load.
+const neverDue = -1
+
+// readOrLease reads key and, if it is absent or due for a load (its
+// remaining TTL at or below due, unless due is neverDue), takes its lease
+// with token, in one round trip, bounded by wait. A lease taken by a call
+// nobody waited for any more is dropped when its reply comes.
+func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait, due time.Duration) (leaseReply, error) {
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	dueMs := int64(neverDue)
+	if due != neverDue {
+		dueMs = due.Milliseconds()
+	}
 	reply, _, err := run(c.calls, rctx, func(ctx context.Context) ([]any, error) {
-		return readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds()).Slice()
+		return readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds(), dueMs).Slice()
 	}, func(reply []any, err error) {
-		if err == nil && len(reply) == 2 && reply[0] == int64(1) {
+		if err == nil && len(reply) >= 2 && reply[0] == int64(1) {
 			c.dropLease(context.Background(), rkey[len(c.cfg.prefix):], token)
 		}
 	})
 	if err != nil {
-		return 0, nil, 0, err
+		return leaseReply{}, err
 	}
-	if len(reply) != 2 {
-		return 0, nil, 0, fmt.Errorf("unexpected read-or-lease reply %v", reply)
+	if len(reply) != 2 && len(reply) != 4 {
+		return leaseReply{}, fmt.Errorf("unexpected read-or-lease reply %v", reply)
 	}
 	state, _ := reply[0].(int64)
+	var r leaseReply
 	switch state {
 	case 0:
 		s, _ := reply[1].(string)
-		return leaseValue, []byte(s), 0, nil
+		return leaseReply{state: leaseValue, value: []byte(s)}, nil
 	case 1:
-		return leaseTaken, nil, 0, nil
+		r.state = leaseTaken
+	default:
+		pttl, _ := reply[1].(int64)
+		r.state, r.leaseTTL = leaseHeld, time.Duration(pttl)*time.Millisecond
 	}
-	pttl, _ := reply[1].(int64)
-	return leaseHeld, nil, time.Duration(pttl) * time.Millisecond, nil
+	if len(reply) == 4 {
+		s, _ := reply[2].(string)
+		pttl, _ := reply[3].(int64)
+		r.value, r.valueTTL = []byte(s), time.Duration(pttl)*time.Millisecond
+	}
+	return r, nil
 }
 
 // awaitFleet is the cross-process part of a shared load: it finds the
-// key's value when Redis has one, waiting while another process loads it,
-// or takes the lease this process must then load under. With neither
-// (Redis failing or slow, ctx ended), the caller loads without a lease.
-// Each read is bounded by wait.
+// key's value when Redis has one not due for a load, waiting while another
+// process loads it, or takes the lease this process must then load under.
+// With neither (Redis failing or slow, ctx ended), the caller loads without
+// a lease. Each read is bounded by wait.
 func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duration) lookup[T] {
 	token, err := newToken()
 	if err != nil {
@@ -88,7 +114,7 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 		}
 	}()
 	for retry := 1; ; retry++ {
-		state, b, pttl, err := c.readOrLease(ctx, rkey, token, wait)
+		r, err := c.readOrLease(ctx, rkey, token, wait, c.staleDue())
 		switch {
 		case err != nil:
 			if isWrongType(err) {
@@ -98,11 +124,14 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 				c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
 			}
 			return lookup[T]{}
-		case state == leaseTaken:
-			return lookup[T]{lease: token}
-		case state == leaseValue:
-			return c.examine(key, b)
+		case r.state == leaseTaken:
+			seen := c.examineStale(key, r.value, r.valueTTL)
+			seen.lease = token
+			return seen
+		case r.state == leaseValue:
+			return c.examine(key, r.value)
 		}
+		pttl := r.leaseTTL
 		// Another process loads. Subscribe, then look again at once: its
 		// message may have gone out before the subscription.
 		sleep := c.cfg.backoff.Next(retry)
@@ -169,10 +198,16 @@ func (c *Cache[T]) loadLeased(ctx context.Context, key, lease string, load func(
 
 // writeLeased stores a loaded value and ends this process's lease, waking
 // the processes waiting for it; a key whose lease is gone (deleted) or that
-// was written meanwhile is left alone.
-func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte, ttl time.Duration) (ok bool) {
+// was written meanwhile is left alone. The value replaces the bytes stale,
+// if not nil (a value past its TTL, or undecodable), and otherwise only an
+// absent key.
+func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte, ttl time.Duration, stale []byte) (ok bool) {
 	rkey := c.cfg.prefix + key
-	_, err := leaseWriteScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, lease, b, ttl.Milliseconds(), c.notify.publish, leaseChannel(rkey)).Int64()
+	replace := "0"
+	if stale != nil {
+		replace = "1"
+	}
+	_, err := leaseWriteScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, lease, b, ttl.Milliseconds(), c.notify.publish, leaseChannel(rkey), replace, stale).Int64()
 	if err != nil {
 		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: write back %q: %w", key, err)})
 		return false

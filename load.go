@@ -60,21 +60,46 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 	}
 	f := c.flights.current(key)
 	if f == nil {
-		v, err := c.read(ctx, key)
+		var v T
+		var b []byte
+		var pttl time.Duration
+		var err error
+		if c.cfg.readsExpiry() {
+			v, b, pttl, err = c.readFresh(ctx, key)
+		} else {
+			v, err = c.read(ctx, key)
+		}
+		var fallback *T
+		if err == nil && c.cfg.readsExpiry() {
+			switch past := c.pastTTL(pttl); {
+			case past > 0 && past <= c.cfg.staleServe: // stale while revalidate
+				c.cfg.emit(&c.stats, Event{Kind: EventStale, Key: key})
+				c.refresh(ctx, key, b, pttl, ttl, load)
+				return v, nil
+			case past > 0: // load, as on a miss
+				if past <= c.cfg.staleError {
+					fallback = &v // stale if error
+				}
+				err = errDue
+			case pttl >= 0 && c.refreshEarly(-past):
+				c.refresh(ctx, key, b, pttl, ttl, load)
+			}
+		}
 		switch {
 		case err == nil, errors.Is(err, ErrNotFound):
 			return v, err
 		case ctx.Err() != nil:
 			return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ctx.Err())
-		case !errors.Is(err, ErrCacheMiss):
+		case !errors.Is(err, ErrCacheMiss) && err != errDue:
 			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
 		}
-		// Redis answered (a miss, bytes that do not decode, another
-		// type): the load may ask it again. Otherwise it loads at once.
-		answered := errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrDecode) || errors.Is(err, ErrWrongType)
+		// Redis answered (a miss, a value due for a load, bytes that do
+		// not decode, another type): the load may ask it again. Otherwise
+		// it loads at once.
+		answered := errors.Is(err, ErrCacheMiss) || err == errDue || errors.Is(err, ErrDecode) || errors.Is(err, ErrWrongType)
 		var started bool
 		if f, started = c.flights.join(key); started {
-			if !c.startLoad(ctx, f, key, ttl, load, answered) {
+			if !c.startLoad(ctx, f, key, ttl, load, answered, fallback) {
 				return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ErrClosed)
 			}
 		}
@@ -86,6 +111,13 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 		return zero, fmt.Errorf("rediskit: get or load %q: %w", key, ctx.Err())
 	}
 }
+
+// errDue says that GetOrLoad read a value past its TTL that it may not
+// serve stale: it loads, as on a miss.
+var errDue = errors.New("value due for a load")
+
+// isMarker reports a not-found marker, which negative caching writes.
+func isMarker(b []byte) bool { return string(b) == notFoundMarker }
 
 // writeBackTimeout bounds the write-back of a loaded value on a client that
 // honours deadlines.
@@ -122,8 +154,8 @@ func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
 }
 
 // startLoad starts f's load on a goroutine that Close waits for, and
-// reports whether it could (not after Close).
-func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), answered bool) bool {
+// reports whether it could (not after Close). fallback is load's.
+func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), answered bool, fallback *T) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -138,7 +170,7 @@ func (c *Cache[T]) startLoad(ctx context.Context, f *flight[T], key string, ttl 
 	}
 	go func() {
 		defer c.loads.Done()
-		c.load(ctx, f, key, ttl, load, wait)
+		c.load(ctx, f, key, ttl, load, wait, fallback)
 	}()
 	return true
 }
@@ -150,7 +182,11 @@ func zeroOf[T any]() (zero T) { return zero }
 // for another process's load), each read bounded by wait (0: Redis is not
 // asked); calls load; hands the result to the waiters; and then writes it
 // back.
-func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), wait time.Duration) {
+//
+// fallback, if not nil, is a value past its TTL the starting caller read,
+// within the stale-if-error window: the answer if load fails and the load's
+// own read found none.
+func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.Duration, load func(context.Context) (T, error), wait time.Duration, fallback *T) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.loadTimeout)
 	defer cancel()
 	defer context.AfterFunc(c.lifetime, cancel)()
@@ -181,13 +217,20 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 	case err != nil:
 		c.cfg.emit(&c.stats, Event{Kind: EventLoadError, Key: key, Err: err})
 		err = fmt.Errorf("rediskit: load %q: %w", key, err)
+		if fb := seen.fallback; fb != nil || fallback != nil {
+			if fb == nil {
+				fb = fallback
+			}
+			v, err = *fb, nil // stale if error: the failure went to the hook
+			c.cfg.emit(&c.stats, Event{Kind: EventStale, Key: key})
+		}
 	default:
 		c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
+		c.recordLoad(time.Since(start))
 		if b, err = c.encode("get or load", key, v); err != nil {
 			v = zeroOf[T]()
 		}
-		ttl, _ = c.ttl("get or load", key, ttl)
-		wbTTL = c.jittered(ttl)
+		wbTTL = c.storeTTL(c.resolveTTL(ttl))
 	}
 	// The write-back, or the lease's removal, is made even when Close
 	// has cancelled the load: a lease left behind would stall the other
@@ -208,7 +251,7 @@ func (c *Cache[T]) load(ctx context.Context, f *flight[T], key string, ttl time.
 	stopRefresh()
 	var stored bool
 	if lease != "" {
-		stored = c.writeLeased(wctx, key, lease, b, wbTTL)
+		stored = c.writeLeased(wctx, key, lease, b, wbTTL, stale)
 	} else {
 		stored = c.writeBack(wctx, key, b, wbTTL, stale)
 	}
@@ -229,7 +272,12 @@ type lookup[T any] struct {
 	v     T
 	err   error
 	lease string // the lease this process took, and loads under
-	stale []byte // bytes that did not decode, for the write-back to replace
+	// stale are bytes for the write-back to replace: undecodable, or a
+	// value past its TTL.
+	stale []byte
+	// fallback is that value, within the stale-if-error window: the answer
+	// if the load fails.
+	fallback *T
 }
 
 // examine turns bytes a load found into its lookup.
@@ -244,10 +292,20 @@ func (c *Cache[T]) examine(key string, b []byte) lookup[T] {
 }
 
 // readRaw reads key for a load without a lease, bounded by wait. A miss,
-// or Redis failing, finds nothing.
+// or Redis failing, finds nothing; a value past its TTL is found stale.
 func (c *Cache[T]) readRaw(ctx context.Context, key string, wait time.Duration) lookup[T] {
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	if c.cfg.staleWindow() > 0 {
+		b, pttl, err := c.readWithTTL(rctx, key)
+		switch {
+		case err != nil:
+			return lookup[T]{}
+		case c.pastTTL(pttl) > 0 && !isMarker(b):
+			return c.examineStale(key, b, pttl)
+		}
+		return c.examine(key, b)
+	}
 	b, _, err := run(c.calls, rctx, func(ctx context.Context) ([]byte, error) {
 		return c.client.Get(ctx, c.cfg.prefix+key).Bytes()
 	}, nil)
@@ -296,10 +354,34 @@ func (f *flight[T]) deliver(v T, err error) {
 // flights are a Cache's loads in progress, by key. golang.org/x/sync's
 // singleflight does not fit: it forgets a call when the call returns, but a
 // load must stay joinable until its value is written back, after its
-// waiters have been answered.
+// waiters have been answered. Background refreshes are kept apart: nobody
+// waits for them.
 type flights[T any] struct {
-	mu sync.Mutex
-	m  map[string]*flight[T]
+	mu         sync.Mutex
+	m          map[string]*flight[T]
+	refreshing map[string]struct{}
+}
+
+// startRefresh marks key as being refreshed in the background, and reports
+// false if it already was.
+func (fs *flights[T]) startRefresh(key string) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if _, ok := fs.refreshing[key]; ok {
+		return false
+	}
+	if fs.refreshing == nil {
+		fs.refreshing = map[string]struct{}{}
+	}
+	fs.refreshing[key] = struct{}{}
+	return true
+}
+
+// endRefresh unmarks key.
+func (fs *flights[T]) endRefresh(key string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	delete(fs.refreshing, key)
 }
 
 // current returns the key's flight, if one is in progress.

@@ -2,6 +2,7 @@ package rediskit
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type config struct {
 	negativeTTL time.Duration // 0: negative caching off
 	loadTimeout time.Duration
 	leaseTTL    time.Duration // 0: one load per process, not per fleet
+	staleServe  time.Duration // stale-while-revalidate window; 0: off
+	staleError  time.Duration // stale-if-error window; 0: off
+	earlyBeta   float64       // XFetch's beta; 0: no early refresh
 
 	err error // the first invalid option
 }
@@ -218,3 +222,82 @@ func (o leaseOption) apply(c *config) {
 	c.leaseTTL = time.Duration(o)
 }
 func (o leaseOption) String() string { return fmt.Sprintf("WithLoadLease(%v)", time.Duration(o)) }
+
+// WithStaleWhileRevalidate returns an Option that lets Cache.GetOrLoad
+// answer, at once, with a value up to window past its TTL, and refresh it
+// with one background load: one per key in the process, and one in the
+// fleet while leases are on ([WithLoadLease]). The refresh replaces the
+// value only if it is still the one that was served: a Set or Delete
+// meanwhile wins.
+//
+// Values stay plain JSON: the Cache writes them (Set, SetMany, GetOrLoad)
+// with a Redis TTL of their TTL plus the longest stale window, and
+// GetOrLoad reads the remaining TTL in the same round trip as the value, so
+// a value's last window of its Redis TTL is its stale period, whoever wrote
+// it. Get and GetMany, which cannot refresh, return a value until Redis
+// drops it. Off by default; a negative window is invalid.
+func WithStaleWhileRevalidate(window time.Duration) Option {
+	return staleOption{window, false}
+}
+
+// WithStaleIfError returns an Option that lets Cache.GetOrLoad answer with
+// a value up to window past its TTL when the loader fails on it: the
+// loader is called as on a miss (one shared load), and its error goes to
+// the hook ([EventLoadError]) instead of the callers. A miss, or Redis
+// failing, has no value to fall back on and returns the loader's error as
+// before. Storage is as for [WithStaleWhileRevalidate], whose window comes
+// first when both are set. Off by default; a negative window is invalid.
+func WithStaleIfError(window time.Duration) Option { return staleOption{window, true} }
+
+type staleOption struct {
+	window  time.Duration
+	ifError bool
+}
+
+func (o staleOption) apply(c *config) {
+	switch {
+	case o.window < 0:
+		c.invalid("%v", o)
+	case o.ifError:
+		c.staleError = o.window
+	default:
+		c.staleServe = o.window
+	}
+}
+func (o staleOption) String() string {
+	if o.ifError {
+		return fmt.Sprintf("WithStaleIfError(%v)", o.window)
+	}
+	return fmt.Sprintf("WithStaleWhileRevalidate(%v)", o.window)
+}
+
+// WithEarlyRefresh returns an Option that makes Cache.GetOrLoad refresh hot
+// values before they expire, by probabilistic early recomputation (XFetch,
+// Vattani, Chierichetti and Lowenstein, VLDB 2015): a read with time r left
+// before the value's TTL runs out starts a background refresh when
+// -delta·beta·ln(u) ≥ r, u uniform in (0, 1], delta being how long the
+// Cache's loads take (a moving average of its measured loads). The more a
+// key is read and the nearer its expiry, the likelier one read refreshes
+// it, so a hot key's expiry causes no burst of misses; a cold key is left
+// to expire. Refreshes are shared as with [WithStaleWhileRevalidate]. beta
+// 1 is the paper's choice; above 1 refreshes earlier. GetOrLoad then reads
+// the value's remaining TTL in the same round trip. Off by default; beta
+// must be positive.
+func WithEarlyRefresh(beta float64) Option { return earlyOption(beta) }
+
+type earlyOption float64
+
+func (o earlyOption) apply(c *config) {
+	if !(o > 0) || math.IsInf(float64(o), 1) {
+		c.invalid("%v", o)
+		return
+	}
+	c.earlyBeta = float64(o)
+}
+func (o earlyOption) String() string { return fmt.Sprintf("WithEarlyRefresh(%v)", float64(o)) }
+
+// staleWindow is how long past their TTL the Cache keeps values in Redis.
+func (c *config) staleWindow() time.Duration { return max(c.staleServe, c.staleError) }
+
+// readsExpiry reports whether GetOrLoad reads values' remaining TTLs.
+func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta > 0 }

@@ -145,23 +145,55 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `)
 
-// readOrLeaseScript reads a cache key and, if it is absent, takes the
-// key's load lease, so that one process of the fleet loads the value.
+// readOrLeaseScript reads a cache key and, if it is absent or due for a
+// load, takes the key's load lease, so that one process of the fleet loads
+// the value.
 //
 // KEYS[1] the key; KEYS[2] its lease key (same cluster slot). ARGV[1] the
-// lease's token; ARGV[2] the lease's TTL in milliseconds.
-// Reply: {0, bytes} when the key holds a value (or a not-found marker);
-// {1, 0} when the lease was taken; {2, pttl} when another process holds
-// it. A key of another type gives WRONGTYPE, as GET would.
+// lease's token; ARGV[2] the lease's TTL in milliseconds; ARGV[3] the
+// remaining TTL in milliseconds at or below which a value is due for a
+// load (its stale window, or the TTL a caller saw, for an early refresh),
+// or -1 for never.
+// Reply: {0, bytes} when the key holds a value not due (or a not-found
+// marker); {1, 0} when the lease was taken; {2, pttl} when another process
+// holds it, pttl being the lease's. When the key held a value due for a
+// load, the last two also carry its bytes and its remaining TTL. A key of
+// another type gives WRONGTYPE, as GET would.
 var readOrLeaseScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
+local ttl = 0
 if v then
-	return {0, v}
+	if ARGV[3] == '-1' then
+		return {0, v}
+	end
+	ttl = redis.call('PTTL', KEYS[1])
+	if ttl < 0 or ttl > tonumber(ARGV[3]) or string.byte(v, 1) == 0 then
+		return {0, v}
+	end
 end
+local r
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return {1, 0}
+	r = {1, 0}
+else
+	r = {2, redis.call('PTTL', KEYS[2])}
 end
-return {2, redis.call('PTTL', KEYS[2])}
+if v then
+	r[3], r[4] = v, ttl
+end
+return r
+`)
+
+// readFreshScript reads a cache key and its remaining TTL in one round
+// trip.
+//
+// KEYS[1] the key. Reply: {bytes, pttl}, or nil when the key is absent. A
+// key of another type gives WRONGTYPE, as GET would.
+var readFreshScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+	return false
+end
+return {v, redis.call('PTTL', KEYS[1])}
 `)
 
 // leaseWriteScript ends a load lease: it writes the value loaded under it,
@@ -172,14 +204,17 @@ return {2, redis.call('PTTL', KEYS[2])}
 // KEYS[1] the key; KEYS[2] its lease key. ARGV[1] the lease's token;
 // ARGV[2] the value; ARGV[3] its TTL in milliseconds; ARGV[4] the publish
 // command (PUBLISH, SPUBLISH, or empty for none); ARGV[5] the channel, in
-// KEYS[1]'s slot.
+// KEYS[1]'s slot; ARGV[6] '1' to replace the bytes ARGV[7] (stale, or
+// undecodable), '0' to write only if the key is absent.
 // Reply: 1 when written; 0 when not.
 var leaseWriteScript = redis.NewScript(`
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
 	return 0
 end
 local written = 0
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local t = redis.call('TYPE', KEYS[1])
+if type(t) == 'table' then t = t['ok'] end
+if t == 'none' or (t == 'string' and ARGV[6] == '1' and redis.call('GET', KEYS[1]) == ARGV[7]) then
 	redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 	written = 1
 end

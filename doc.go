@@ -127,9 +127,14 @@
 // key once across all the processes that share the Redis, however their
 // misses are timed (a lease in the key's slot; see [WithLoadLease]),
 // answers from the loader within the caller's deadline when Redis is slow
-// or down, and never overwrites a key holding another Redis type. Batch reads and
-// writes are pipelined, one round trip per node, so keys may lie in any
-// cluster slots.
+// or down, and never overwrites a key holding another Redis type. It can
+// serve values past their TTL while one background load refreshes them
+// ([WithStaleWhileRevalidate]) or when the loader fails
+// ([WithStaleIfError]), and refresh hot values before they expire
+// ([WithEarlyRefresh]); values stay plain bytes, kept in Redis for their
+// TTL plus the stale window. Batch reads and writes take one round trip
+// (one MGET on a single node, one pipeline per node on a Cluster, so keys
+// may lie in any cluster slots).
 //
 // Errors wrap the sentinel errors ([ErrNotObtained], [ErrLockNotHeld],
 // [ErrCacheMiss], [ErrNotFound], [ErrDecode], [ErrWrongType],

@@ -206,3 +206,33 @@ func ExampleCache_GetMany() {
 	// Output:
 	// 1.25 0.8 2 <nil>
 }
+
+func ExampleWithStaleWhileRevalidate() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+	prices := rediskit.NewCache[int](client, rediskit.WithStaleWhileRevalidate(time.Minute))
+
+	_ = prices.Set(ctx, "price:apple", 100, time.Second) // kept in Redis for 1s + 1m
+	mr.FastForward(2 * time.Second)                      // past its TTL, within the window
+
+	refreshed := make(chan struct{})
+	v, _ := prices.GetOrLoad(ctx, "price:apple", time.Second, func(context.Context) (int, error) {
+		defer close(refreshed)
+		return 120, nil // from the database
+	})
+	fmt.Println("served at once, stale:", v)
+
+	<-refreshed    // the background refresh has loaded
+	prices.Close() // and Close waits for its write-back
+	v, _ = prices.Get(ctx, "price:apple")
+	fmt.Println("refreshed:", v)
+	// Output:
+	// served at once, stale: 100
+	// refreshed: 120
+}

@@ -3,6 +3,7 @@ package rediskit
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,18 +38,24 @@ func newCalls(client redis.UniversalClient) *calls {
 }
 
 // honoursDeadlines reports whether client stops socket I/O at a context's
-// deadline. Clients of unknown types are assumed not to.
+// deadline: ContextTimeoutEnabled, and socket deadlines not disabled (a
+// ReadTimeout or WriteTimeout of -2, which go-redis keeps negative). Clients
+// of unknown types are assumed not to.
 func honoursDeadlines(client redis.UniversalClient) bool {
 	if isNilClient(client) {
 		return false
 	}
+	honours := func(cte bool, read, write time.Duration) bool { return cte && read >= 0 && write >= 0 }
 	switch c := client.(type) {
 	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
+		o := c.Options()
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
 	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
+		o := c.Options()
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
 	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
+		o := c.Options()
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
 	}
 	return false
 }
@@ -71,13 +78,15 @@ func (cs *calls) inline(ctx context.Context) bool {
 // whichever comes first. In the latter case abandoned is true, op goes on in
 // the background, and settle, if not nil, is called with its result when it
 // returns: that is where a call's effect that nobody will use is undone.
-// After close, run waits for op whatever ctx does. Callers run op inline
-// themselves when cs.inline(ctx).
+// After close, run waits for op whatever ctx does. With settle, op always
+// runs on a goroutine of its own, unless ctx never ends: on the caller's, a
+// client that honours ctx's deadline would drop the reply that settle
+// needs.
 func run[T any](cs *calls, ctx context.Context, op func(context.Context) (T, error), settle func(T, error)) (v T, abandoned bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return v, false, err // not even sent
 	}
-	if cs.inline(ctx) || !cs.track() {
+	if ctx.Done() == nil || (settle == nil && cs.inline(ctx)) || !cs.track() {
 		v, err = op(ctx)
 		return v, false, err
 	}
@@ -127,17 +136,19 @@ func (cs *calls) background(fn func()) {
 var undoRetries = []time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second, settleWait}
 
 // undo releases, with release (token-checked, bounded by undoTimeout), an
-// acquisition nobody will use. When the acquisition's reply never came
-// (unknown), its request may still be on its way, held up in the network or
-// a proxy, and a release sent on another connection can overtake it and
-// find nothing: undo then looks again after each of undoRetries, until a
-// release finds the lock or the calls are closed. Run it with background.
-func (cs *calls) undo(release func(context.Context) (int64, error), unknown bool) {
+// acquisition nobody will use. When the acquisition's request may still be
+// on its way (inFlight), held up in the network or a proxy, a release sent
+// on another connection can overtake it and find nothing: undo then looks
+// again after each of undoRetries, until a release finds the lock or the
+// calls are closed. A release that fails is retried the same way. Run it
+// with background.
+func (cs *calls) undo(release func(context.Context) (int64, error), inFlight bool) {
 	for i := 0; ; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
 		n, err := release(ctx)
 		cancel()
-		if (err == nil && n == 1) || !unknown || i == len(undoRetries) {
+		done := err == nil && (n == 1 || !inFlight)
+		if done || i == len(undoRetries) {
 			return
 		}
 		t := time.NewTimer(undoRetries[i])
@@ -174,6 +185,26 @@ func (cs *calls) close() {
 	}
 	cs.mu.Unlock()
 	cs.pending.Wait()
+}
+
+// inFlight reports whether, after err, an acquisition's request may still
+// be on its way to Redis: any error but a Redis reply and those of notSent.
+// A context error counts: go-redis returns one when it gave up waiting for
+// a pooled connection (nothing sent), but also when it gave up between
+// retries of a request sent on a connection that then timed out.
+func inFlight(err error) bool {
+	var replyErr redis.Error
+	return err != nil && !errors.As(err, &replyErr) && !notSent(err)
+}
+
+// notSent reports an error that a request met before it left the client:
+// no connection to be had from the pool, a refused or failed dial, a closed
+// client. Nothing reached Redis, so there is nothing to undo.
+func notSent(err error) bool {
+	var opErr *net.OpError
+	return errors.Is(err, redis.ErrClosed) || (errors.As(err, &opErr) && opErr.Op == "dial") ||
+		// go-redis's pool.ErrPoolTimeout, internal before v9.
+		err.Error() == "redis: connection pool timeout"
 }
 
 // transient reports whether err is one a wait may outlast: a broken or

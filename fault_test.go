@@ -1213,10 +1213,16 @@ func TestFaultUndoOvertaken(t *testing.T) {
 		direct := v.direct(t)
 		l := newLocker(t, rig.client)
 		key := v.key("overtaken")
+		// Load the script first, on the key's node (same slot): a NOSCRIPT
+		// round trip cut off at the deadline would leave the script itself
+		// unsent.
+		warm, err := l.TryAcquire(ctx, "{"+key+"}warm", ttl)
+		require.NoError(t, err)
+		require.NoError(t, warm.Release(ctx))
 
 		rig.SetDelay(time.Second) // the request, and the reply, lag a second
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		_, err := l.TryAcquire(cctx, key, ttl)
+		_, err = l.TryAcquire(cctx, key, ttl)
 		cancel()
 		rig.SetDelay(0) // the undo does not
 		require.ErrorIs(t, err, context.DeadlineExceeded)

@@ -64,9 +64,17 @@ func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait, du
 		dueMs = due.Milliseconds()
 	}
 	reply, _, err := run(c.calls, rctx, func(ctx context.Context) ([]any, error) {
+		// The reply is awaited past the caller's wait, so that a lease
+		// taken for a caller who left is dropped (settle below).
+		dl, _ := ctx.Deadline()
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl.Add(settleWait))
+		defer cancel()
 		return readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds(), dueMs).Slice()
 	}, func(reply []any, err error) {
-		if err == nil && len(reply) >= 2 && reply[0] == int64(1) {
+		var replyErr redis.Error
+		taken := err == nil && len(reply) >= 2 && reply[0] == int64(1)
+		unknown := err != nil && !errors.As(err, &replyErr) && !notSent(err)
+		if taken || unknown { // the token is this call's: dropping it is safe either way
 			c.dropLease(context.Background(), rkey[len(c.cfg.prefix):], token)
 		}
 	})
@@ -149,7 +157,7 @@ func (c *Cache[T]) awaitFleet(ctx context.Context, key string, wait time.Duratio
 				continue
 			}
 		}
-		if _, err := pause(ctx, sleep, w); err != nil {
+		if _, _, err := pause(ctx, sleep, w, nil); err != nil {
 			return lookup[T]{}
 		}
 	}

@@ -103,7 +103,10 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // first (so errors.Is(err, context.Canceled) holds), [ErrInvalidArgument]
 // for an empty key, a ttl below [MinLockTTL] or a negative timeout, or
 // Redis's error when it is not one that a wait can outlast. On failure it
-// leaves nothing in Redis.
+// leaves nothing in Redis: an attempt whose reply did not come is released
+// by its token in the background, looking again for about 4.5 seconds in
+// case the request is still on its way; a request held up in the network
+// longer than that takes the lock for its TTL, which nobody then holds.
 func (l *Locker) AcquireWithTimeout(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
 	if timeout < 0 {
 		return nil, fmt.Errorf("rediskit: acquire %q: negative timeout %v: %w", key, timeout, ErrInvalidArgument)
@@ -127,8 +130,18 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	if timeout > 0 {
 		// Each attempt is bounded by the wait, so that an attempt Redis
 		// does not answer cannot hold the caller past it.
+		end := start.Add(timeout + lastAttemptGrace)
 		var cancel context.CancelFunc
-		actx, cancel = context.WithDeadline(ctx, start.Add(timeout+lastAttemptGrace))
+		if dl, ok := ctx.Deadline(); ctx.Done() == nil || (ok && !dl.After(end)) {
+			actx, cancel = context.WithDeadline(ctx, end)
+		} else {
+			// ctx can be cancelled before the wait ends: the wait's end
+			// comes as a cancellation, not a deadline, so that no attempt
+			// runs inline on a client that honours deadlines, where a
+			// cancellation would go unnoticed until the deadline.
+			actx, cancel = context.WithCancel(ctx)
+			defer time.AfterFunc(time.Until(end), cancel).Stop()
+		}
 		defer cancel()
 		// Behind waiters of this process, wait for a turn instead of
 		// snatching the lock from the one a release has just woken.
@@ -143,6 +156,8 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 	}()
 	var lastErr error // the last attempt's error, if a wait is riding it out
+	kt := keyTracking{t: l.store.tracker(), rkey: rkey}
+	defer kt.stop()
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
@@ -164,6 +179,9 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			}
 			switch {
 			case err == nil && g.held:
+				if w != nil {
+					l.store.notifier().polling(w, time.Time{})
+				}
 				lk.fence, lk.validUntil = g.fence, g.validUntil
 				l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 				return lk, nil
@@ -225,7 +243,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			}
 		}
 		var err error
-		if woken, err = l.pause(ctx, sleep, start.Add(timeout), w); err != nil {
+		if woken, err = l.pause(ctx, sleep, start.Add(timeout), w, &kt); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if w != nil && woken && l.store.notifier().moved(w) {
@@ -398,22 +416,80 @@ func newToken() (string, error) {
 // pause, when w is nil or its channel's oldest waiter; behind an older
 // waiter of this process, which polls Redis for the lock on the process's
 // behalf, until w is woken or its turn comes, and then for d, but never
-// past until.
-func (l *Locker) pause(ctx context.Context, d time.Duration, until time.Time, w *waiter) (woken bool, err error) {
-	if w != nil && l.store.notifier().behind(w) {
-		woken, turn, err := l.store.notifier().awaitTurn(ctx, w, until)
+// past until. The oldest waiter also wakes when kt says the key changed.
+func (l *Locker) pause(ctx context.Context, d time.Duration, until time.Time, w *waiter, kt *keyTracking) (woken bool, err error) {
+	n := l.store.notifier()
+	if w != nil && n.behind(w) {
+		woken, turn, err := n.awaitTurn(ctx, w, until)
 		if err != nil || !turn {
 			return woken, err
 		}
+		// The oldest waiter left. Unless it took the lock, poll when it
+		// would have, so that a release made during its sleep is noticed
+		// within that sleep.
+		if due := n.pollDue(w); !due.IsZero() {
+			d = min(d, max(time.Until(due), 0))
+		}
 		d = min(d, time.Until(until))
 	}
-	return pause(ctx, d, w)
+	if w != nil {
+		n.polling(w, time.Now().Add(d))
+	}
+	woken, changed, err := pause(ctx, d, w, kt.changed(ctx))
+	kt.after(woken || changed, changed)
+	return woken, err
 }
 
-// pause sleeps for d, until w is woken (if w is not nil), or until ctx
-// ends. It reports whether it took a wake-up, and ctx's error; when both
-// happen at once, it may do both.
-func pause(ctx context.Context, d time.Duration, w *waiter) (woken bool, err error) {
+// keyTracking is how a waiting acquisition hears, through Redis's
+// tracking (see tracker), that its key changed whoever changed it: a
+// release by a program that publishes no wake-up. It watches the key only
+// once a sleep has ended with no wake-up, so that waits that the Locker's
+// own releases end cost no tracking read.
+type keyTracking struct {
+	t     *tracker
+	rkey  string
+	armed bool
+	w     *keyWatch
+}
+
+// changed returns the channel closed when the key changes, or nil.
+func (kt *keyTracking) changed(ctx context.Context) <-chan struct{} {
+	if !kt.armed {
+		return nil
+	}
+	if kt.w == nil {
+		if kt.w = kt.t.watch(ctx, kt.rkey); kt.w == nil {
+			kt.armed = false // unavailable: not asked again
+			return nil
+		}
+	}
+	return kt.w.changed
+}
+
+// after takes note of how a sleep ended: woken (by either means), or
+// fired (Redis's tracking said the key changed: its watch is spent).
+func (kt *keyTracking) after(woken, fired bool) {
+	switch {
+	case fired:
+		kt.stop()
+	case !woken && kt.t != nil && !kt.t.unavailable():
+		kt.armed = true
+	}
+}
+
+// stop ends the watch, if any.
+func (kt *keyTracking) stop() {
+	if kt.w != nil {
+		kt.t.unwatch(kt.w)
+		kt.w = nil
+	}
+}
+
+// pause sleeps for d, until w is woken (if w is not nil), until changed is
+// closed (if not nil), or until ctx ends. It reports whether it took a
+// wake-up, whether changed was closed, and ctx's error; when several happen
+// at once, it may report several.
+func pause(ctx context.Context, d time.Duration, w *waiter, changed <-chan struct{}) (woken, fired bool, err error) {
 	var wake chan struct{} // nil: never ready
 	if w != nil {
 		wake = w.wake
@@ -422,12 +498,14 @@ func pause(ctx context.Context, d time.Duration, w *waiter) (woken bool, err err
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return false, false, ctx.Err()
 	case <-t.C:
 	case <-wake:
 		woken = true
+	case <-changed:
+		fired = true
 	}
-	return woken, ctx.Err()
+	return woken, fired, ctx.Err()
 }
 
 // isNilClient reports whether client is nil, including a nil pointer of a

@@ -107,6 +107,9 @@ type channel struct {
 	confirmed chan struct{} // closed when the server confirms the subscription
 	waiters   []*waiter
 	moved     bool // the server unsubscribed it: its slot moved
+	// nextPoll is when the oldest waiter's sleep ends and it polls Redis;
+	// zero when it took the lock, so that the next one starts afresh.
+	nextPoll time.Time
 }
 
 // waiter is one waiting acquisition.
@@ -348,6 +351,24 @@ func (n *notifier) behind(w *waiter) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(w.ch.waiters) > 0 && w.ch.waiters[0] != w
+}
+
+// polling notes that w, the oldest waiter, polls Redis next at t, or,
+// with t zero, that it took the lock.
+func (n *notifier) polling(w *waiter, t time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(w.ch.waiters) > 0 && w.ch.waiters[0] == w {
+		w.ch.nextPoll = t
+	}
+}
+
+// pollDue returns when the oldest waiter of w's channel was to poll
+// Redis next, or zero if it took the lock.
+func (n *notifier) pollDue(w *waiter) time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return w.ch.nextPoll
 }
 
 // awaitTurn waits while w is behind an older waiter: until w is woken,

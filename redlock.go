@@ -113,6 +113,9 @@ func (q *quorum) notifier() *notifier { return q.notify }
 
 func (q *quorum) majority() int { return len(q.nodes)/2 + 1 }
 
+// tracker is nil: a Redlock's nodes would each have to be watched.
+func (q *quorum) tracker() *tracker { return nil }
+
 func (q *quorum) close() {
 	q.notify.close()
 	q.calls.close()
@@ -321,8 +324,7 @@ func (q *quorum) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 // taken on its node: taken, or an error other than a Redis error reply
 // (the script is all-or-nothing, so such a reply means nothing was written).
 func unknownOutcome(g grant, err error) bool {
-	var replyErr redis.Error
-	return g.held || (err != nil && !errors.As(err, &replyErr))
+	return g.held || inFlight(err)
 }
 
 // undoScript releases token on one node without publishing a wake-up: an
@@ -333,10 +335,10 @@ func (q *quorum) undoScript(ctx context.Context, c redis.UniversalClient, a *loc
 	return releaseScript.Run(ctx, c, a.keys[:1], a.release[0], "", a.companion).Int64()
 }
 
-// undoOn releases token on one node; unknown says that the node's reply
-// never came (see calls.undo).
-func (q *quorum) undoOn(c redis.UniversalClient, a *lockArgs, unknown bool) {
-	q.calls.undo(func(ctx context.Context) (int64, error) { return q.undoScript(ctx, c, a) }, unknown)
+// undoOn releases token on one node; inFlight says that the request may
+// still be on its way (see calls.undo).
+func (q *quorum) undoOn(c redis.UniversalClient, a *lockArgs, inFlight bool) {
+	q.calls.undo(func(ctx context.Context) (int64, error) { return q.undoScript(ctx, c, a) }, inFlight)
 }
 
 // raiseFences writes the lock's fence into the counters of the nodes that

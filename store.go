@@ -2,7 +2,6 @@ package rediskit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -25,6 +24,9 @@ type store interface {
 	pttl(ctx context.Context, a *lockArgs, ttl time.Duration) (remaining time.Duration, held bool, err error)
 	// notifier is where waiters subscribe to releases.
 	notifier() *notifier
+	// tracker tells waiters that a key changed, whoever changed it; nil
+	// where it cannot.
+	tracker() *tracker
 	// close ends the notifier and waits for the calls in the background.
 	close()
 	// minTTL is the shortest TTL the store can grant a useful lock for.
@@ -72,19 +74,23 @@ func (a *lockArgs) init(rkey, companion, token string, ttl time.Duration, publis
 type single struct {
 	client redis.UniversalClient
 	notify *notifier
+	track  *tracker
 	calls  *calls
 }
 
 func newSingle(client redis.UniversalClient) *single {
-	return &single{client: client, notify: newNotifier(client), calls: newCalls(client)}
+	return &single{client: client, notify: newNotifier(client), track: newTracker(client), calls: newCalls(client)}
 }
 
 func (s *single) notifier() *notifier { return s.notify }
+
+func (s *single) tracker() *tracker { return s.track }
 
 func (s *single) minTTL() time.Duration { return MinLockTTL }
 
 func (s *single) close() {
 	s.notify.close()
+	s.track.close()
 	s.calls.close()
 }
 
@@ -104,12 +110,12 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 			// same connection, so that a lock granted late is released
 			// (a release sent on another connection could overtake the
 			// acquisition). go-redis gives up on its own timeouts, or here.
-			rctx := context.WithoutCancel(ctx)
-			if dl, ok := ctx.Deadline(); ok {
-				var cancel context.CancelFunc
-				rctx, cancel = context.WithDeadline(rctx, dl.Add(settleWait))
-				defer cancel()
+			dl, ok := ctx.Deadline()
+			if !ok {
+				dl = time.Now() // a wait's end, as a cancellation (see acquire)
 			}
+			rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl.Add(settleWait))
+			defer cancel()
 			return runAcquire(rctx, s.client, a)
 		}, func(reply []int64, err error) { s.settleAcquire(a, reply, err) })
 	}
@@ -140,22 +146,21 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 // the outcome unknown, and releasing with the token is safe whatever
 // happened.
 func (s *single) settleAcquire(a *lockArgs, reply []int64, err error) {
-	var replyErr redis.Error
 	switch {
 	case err == nil && (len(reply) == 0 || reply[0] != 1):
 		return // not taken
-	case err != nil && errors.As(err, &replyErr):
-		return
+	case err != nil && !inFlight(err):
+		return // a Redis error reply (the script wrote nothing), or never sent
 	}
 	s.calls.background(func() { s.undo(a, err != nil) })
 }
 
-// undo releases an acquisition its caller will not use; unknown says that
-// its reply never came (see calls.undo).
-func (s *single) undo(a *lockArgs, unknown bool) {
+// undo releases an acquisition its caller will not use; inFlight says that
+// its request may still be on its way (see calls.undo).
+func (s *single) undo(a *lockArgs, inFlight bool) {
 	s.calls.undo(func(ctx context.Context) (int64, error) {
 		return releaseScript.Run(ctx, s.client, a.keys[:1], a.release[:]...).Int64()
-	}, unknown)
+	}, inFlight)
 }
 
 // settleWait is how long an acquisition's reply is awaited after its caller

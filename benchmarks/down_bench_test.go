@@ -17,23 +17,27 @@ import (
 const downDeadline = 500 * time.Millisecond
 
 // downCallers is how many goroutines of BenchmarkCacheRedisDown call at
-// once: a blackholed call on a default client takes seconds.
+// once (at most the client's pool size): a blackholed call on a default
+// client takes seconds.
 const downCallers = 16
 
 // BenchmarkCacheRedisDown is GetOrLoad with Redis down, on go-redis's
 // default client (redis.NewClient with only an address: ContextTimeoutEnabled
-// off, 3 s read timeout, 3 retries, a pool of 10 per CPU): each call on its
-// own key and its own context.WithTimeout(…, 500ms), with an instant loader.
-// Two ways of being down: "refused", an address where nothing listens,
-// and "blackhole", a TCP listener that accepts connections and reads from
-// them, but never answers. 16 goroutines call at once, each call after
-// another; an op is one call.
+// off, so the caller's deadline is ignored during socket I/O; 3 s read
+// timeout; 3 retries of a command; 5 dial attempts 100 ms apart; a pool of
+// 10 per CPU): each call on its own key and its own
+// context.WithTimeout(…, 500ms), with an instant loader. Two ways of being
+// down: "refused", an address where nothing listens, and "blackhole", a TCP
+// listener that accepts connections and reads from them, but never
+// answers. 16 goroutines call at once, fewer than the pool's connections
+// (on 2 CPUs or more), so that each call meets the server, not an empty
+// pool; each calls again as soon as it returns. An op is one call.
 //
 // loader-% is the share of calls that returned the loader's value without
 // an error; late-% the share that returned after their deadline; p50-µs,
-// p99-µs and max-µs the calls' latencies. go-redis/cache takes the
-// caller's ctx in its Item, which a default client ignores during socket
-// I/O.
+// p99-µs and max-µs the calls' latencies. go-redis/cache is given the
+// caller's ctx in its Item, which the default client ignores during socket
+// I/O; it loads when its GET fails, whatever the error.
 func BenchmarkCacheRedisDown(b *testing.B) {
 	servers := []struct {
 		name  string
@@ -61,7 +65,7 @@ func BenchmarkCacheRedisDown(b *testing.B) {
 						lib = l
 					}
 				}
-				benchDown(b, lib)
+				benchDown(b, lib, min(downCallers, c.Options().PoolSize))
 				// The blackhole's connections close, so that what still
 				// waits on them (abandoned reads, write-backs) ends; the
 				// write-backs, bounded by rediskit, end on their own while
@@ -80,7 +84,7 @@ func BenchmarkCacheRedisDown(b *testing.B) {
 	}
 }
 
-func benchDown(b *testing.B, lib cacheLib) {
+func benchDown(b *testing.B, lib cacheLib, callers int) {
 	want := sampleProfile(5)
 	load := func(context.Context) (profile, error) { return want, nil }
 	var next, loaded, late atomic.Int64
@@ -88,7 +92,7 @@ func benchDown(b *testing.B, lib cacheLib) {
 	lat := make(latencies, 0, b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	for g := 0; g < min(downCallers, b.N); g++ {
+	for g := 0; g < min(callers, b.N); g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -40,6 +40,9 @@ type cacheLib struct {
 	getMany func(ctx context.Context, keys []string) (int, error) // returns how many were found
 	// getOrLoad reads key, calling load on a miss, and stores the result.
 	getOrLoad func(ctx context.Context, key string, load func(context.Context) (profile, error)) (profile, error)
+	// close, if not nil, waits for the library's background work (a
+	// rediskit Cache's loads and write-backs) and ends it.
+	close func()
 }
 
 func cacheLibs(c *redis.Client) []cacheLib {
@@ -103,6 +106,7 @@ func cacheLibs(c *redis.Client) []cacheLib {
 			getOrLoad: func(ctx context.Context, key string, load func(context.Context) (profile, error)) (profile, error) {
 				return kit.GetOrLoad(ctx, key, time.Hour, load)
 			},
+			close: func() { _ = kit.Close() },
 		},
 		{
 			name: "go-redis-cache",

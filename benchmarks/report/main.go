@@ -70,6 +70,16 @@ func (r results) worst(name, metric string) (float64, bool) {
 	return slices.Max(vs), true
 }
 
+// least returns the smallest value of a metric over the runs, and whether
+// it was measured.
+func (r results) least(name, metric string) (float64, bool) {
+	vs := r[name][metric]
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return slices.Min(vs), true
+}
+
 func (r results) must(name, metric string) float64 {
 	v, _ := r.get(name, metric)
 	return v
@@ -92,7 +102,9 @@ func num(v float64) string {
 // largest when higher is better, among the rows not named "rediskit").
 //
 // floorName names the floor row, and its metric after a colon when it is
-// not the primary one ("Floor/ping-ping:p50-µs").
+// not the primary one ("Floor/ping-ping:p50-µs"). A table without a floor
+// has no "÷ floor" column, and one where no row has a peer no "÷ best
+// peer" column.
 func table(w io.Writer, r results, order []string, family string, metrics []string, primary, floorName string, higherBetter bool, skipPeers ...string) {
 	var rows []string
 	for _, n := range order {
@@ -110,34 +122,42 @@ func table(w io.Writer, r results, order []string, family string, metrics []stri
 	}
 	floor, hasFloor := r.get(floorName, floorMetric)
 	compare := primary != "" // the Floor table has nothing to compare with
-	if compare {
-		fmt.Fprintf(w, "| %s | %s | ÷ floor | ÷ best peer |\n|---|%s---|---|\n", family, strings.Join(metrics, " | "), strings.Repeat("---|", len(metrics)))
-	} else {
-		fmt.Fprintf(w, "| %s | %s |\n|---|%s\n", family, strings.Join(metrics, " | "), strings.Repeat("---|", len(metrics)))
-	}
-	for _, n := range rows {
+	// The best peer of each row: the smallest primary value (the largest
+	// when higher is better) among the rows with its suffix not named
+	// "rediskit" nor skipped.
+	bests := make([]float64, len(rows))
+	founds := make([]bool, len(rows))
+	anyPeer := false
+	for i, n := range rows {
 		_, suffix := splitRow(family, n)
-		best, found := 0.0, false
 		for _, o := range rows {
 			olib, osuffix := splitRow(family, o)
 			if olib == "rediskit" || osuffix != suffix || slices.Contains(skipPeers, olib) {
 				continue
 			}
-			if v, ok := r.get(o, primary); ok && (!found || (higherBetter && v > best) || (!higherBetter && v < best)) {
-				best, found = v, true
+			if v, ok := r.get(o, primary); ok && (!founds[i] || (higherBetter && v > bests[i]) || (!higherBetter && v < bests[i])) {
+				bests[i], founds[i] = v, true
 			}
 		}
-		cells := make([]string, len(metrics))
-		for i, m := range metrics {
+		anyPeer = anyPeer || founds[i]
+	}
+	var ratioCols []string
+	if compare && floorName != "" {
+		ratioCols = append(ratioCols, "÷ floor")
+	}
+	if compare && anyPeer {
+		ratioCols = append(ratioCols, "÷ best peer")
+	}
+	header := append(append([]string{family}, metrics...), ratioCols...)
+	fmt.Fprintf(w, "| %s |\n|---|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)-1))
+	for i, n := range rows {
+		cells := []string{strings.TrimPrefix(n, family+"/")}
+		for _, m := range metrics {
 			if v, ok := r.get(n, m); ok {
-				cells[i] = num(v)
+				cells = append(cells, num(v))
 			} else {
-				cells[i] = "–"
+				cells = append(cells, "–")
 			}
-		}
-		if !compare {
-			fmt.Fprintf(w, "| %s | %s |\n", strings.TrimPrefix(n, family+"/"), strings.Join(cells, " | "))
-			continue
 		}
 		v := r.must(n, primary)
 		ratio := func(ref float64, ok bool) string {
@@ -146,7 +166,14 @@ func table(w io.Writer, r results, order []string, family string, metrics []stri
 			}
 			return num(v/ref) + "×"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", strings.TrimPrefix(n, family+"/"), strings.Join(cells, " | "), ratio(floor, hasFloor), ratio(best, found))
+		for _, col := range ratioCols {
+			if col == "÷ floor" {
+				cells = append(cells, ratio(floor, hasFloor))
+			} else {
+				cells = append(cells, ratio(bests[i], founds[i]))
+			}
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
 	fmt.Fprintln(w)
 }
@@ -216,6 +243,76 @@ func targets(r results, order []string) []target {
 		raw := r.must("CacheGetMany/raw-goredis-json/100", "ns/op")
 		ts = append(ts, target{"GetMany(100) within 2× of one round trip (raw MGET of the 100 keys + decoding)",
 			fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 2, false})
+	}
+	return append(ts, loadTargets(r)...)
+}
+
+// swrRoundTrips is how many round trips, made the same way, a value served
+// stale may cost: its read is one script that returns the value and its
+// TTL, made on a goroutine the caller can abandon, where the floor is one
+// GET on the caller's.
+const swrRoundTrips = 2
+
+// loadTargets checks GetOrLoad's fleet-wide stampede protection, its stale
+// serving, and its answers with Redis down.
+func loadTargets(r results) []target {
+	var ts []target
+	if loads, ok := r.worst("CacheFleetStampede/rediskit", "loads/op"); ok {
+		most, _ := r.worst("CacheFleetStampede/rediskit", "loads-max")
+		measured := fmt.Sprintf("%s loads per stampede (the most of any run), at most %s in one stampede", num(loads), strconv.FormatFloat(most, 'f', 0, 64))
+		for _, peer := range []struct{ row, name string }{{"go-redis-cache", "go-redis/cache"}, {"raw-goredis-json", "raw go-redis"}} {
+			if v, ok := r.get("CacheFleetStampede/"+peer.row, "loads/op"); ok {
+				measured += fmt.Sprintf("; %s %s", peer.name, num(v))
+			}
+		}
+		ts = append(ts, target{"stampede across 4 processes × 50 goroutines: 1 load per stampede", measured, loads == 1, false})
+	}
+	const swr = "CacheExpiry/rediskit/stale-while-revalidate"
+	if p50, ok := r.get(swr, "p50-µs"); ok {
+		floor, hasFloor := r.get("CacheExpiry/raw-goredis-json/hit", "p50-µs")
+		fewest, _ := r.least(swr, "loads/op")
+		most, _ := r.worst(swr, "loads/op")
+		measured := fmt.Sprintf("p50 %s µs", num(p50))
+		if hasFloor && floor > 0 {
+			measured += fmt.Sprintf(" = %s× one round trip made the same way (CacheExpiry/raw-goredis-json/hit: raw GET + json.Unmarshal after the same pause, p50 %s µs)", num(p50/floor), num(floor))
+		}
+		for _, other := range []struct{ row, what string }{
+			{"CacheExpiry/rediskit/fresh-hit", "a fresh hit through GetOrLoad"},
+			{"CacheExpiry/rediskit/stale-while-revalidate/cte", "the stale read on a client that honours contexts"},
+			{"CacheExpiry/rediskit/plain-miss", "a plain miss"},
+		} {
+			if v, ok := r.get(other.row, "p50-µs"); ok {
+				measured += fmt.Sprintf("; %s: p50 %s µs", other.what, num(v))
+			}
+		}
+		if v, ok := r.get("CacheGetHit/raw-goredis-json", "p50-µs"); ok {
+			measured += fmt.Sprintf("; for information, back-to-back CacheGetHit/raw-goredis-json p50 %s µs", num(v))
+		}
+		if fewest == most {
+			measured += fmt.Sprintf("; %s refreshes per stale read in every run", num(most))
+		} else {
+			measured += fmt.Sprintf("; %s to %s refreshes per stale read", num(fewest), num(most))
+		}
+		ts = append(ts, target{fmt.Sprintf("stale value served within one round trip while one refresh runs (p50 within %d× the floor, one refresh per read)", swrRoundTrips),
+			measured, hasFloor && p50 <= swrRoundTrips*floor && fewest == 1 && most == 1, false})
+	}
+	var down []string
+	met, measured := true, false
+	for _, how := range []string{"refused", "blackhole"} {
+		row := "CacheRedisDown/rediskit/" + how
+		p99, ok := r.get(row, "p99-µs")
+		if !ok {
+			continue
+		}
+		measured = true
+		loaded, _ := r.least(row, "loader-%")
+		most, _ := r.worst(row, "max-µs")
+		met = met && loaded == 100 && p99 < 500_000
+		down = append(down, fmt.Sprintf("%s: %s%% got the loader's value (the fewest of any run), p99 %s ms, max %s ms (of any run)", how, num(loaded), ms(p99/1000), ms(most/1000)))
+	}
+	if measured {
+		ts = append(ts, target{"Redis down: every caller with a 500 ms deadline gets the loader's value, p99 under 500 ms",
+			strings.Join(down, "; "), met, false})
 	}
 	return ts
 }
@@ -412,4 +509,13 @@ func main() {
 	fmt.Fprintln(w, "### Cache stampede: 200 goroutines miss one key, 10 ms loader (an op is one stampede)")
 	fmt.Fprintln(w)
 	table(w, r, order, "CacheStampede", []string{"loads/op", "p50-µs", "p99-µs"}, "p99-µs", "", false, "raw-goredis-json")
+	fmt.Fprintln(w, "### Cache stampede across processes: 4 OS processes × 50 goroutines miss one key at once, 10 ms loader (an op is one stampede; loads summed over the processes, loads-max the most in one stampede; latencies of all 200 callers; best peer excludes raw go-redis)")
+	fmt.Fprintln(w)
+	table(w, r, order, "CacheFleetStampede", []string{"loads/op", "loads-max", "p50-µs", "p99-µs"}, "p99-µs", "", false, "raw-goredis-json")
+	fmt.Fprintln(w, "### Cache at expiry: one caller's GetOrLoad, 10 ms loader, each op after the same pause (stale-while-revalidate: WithStaleWhileRevalidate(10s), a value 1 s past its TTL; plain-miss: no window, a key whose TTL has just run out; fresh-hit: the window, a value 1 s before its TTL; /cte: on a client that honours contexts, where GetOrLoad reads on the caller's goroutine, not on one it can abandon; ÷ floor: raw GET + json.Unmarshal made the same way)")
+	fmt.Fprintln(w)
+	table(w, r, order, "CacheExpiry", []string{"p50-µs", "p99-µs", "loads/op"}, "p50-µs", "CacheExpiry/raw-goredis-json/hit", false, "raw-goredis-json")
+	fmt.Fprintln(w, "### Cache with Redis down: GetOrLoad on a default go-redis client, each call on its own key with a 500 ms deadline, loader instant, 16 callers at once (refused: nothing listens; blackhole: a listener that accepts and never answers; loader-%: calls that got the loader's value; late-%: calls that returned after their deadline)")
+	fmt.Fprintln(w)
+	table(w, r, order, "CacheRedisDown", []string{"loader-%", "late-%", "p50-µs", "p99-µs", "max-µs"}, "p99-µs", "", false)
 }

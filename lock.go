@@ -180,7 +180,8 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			switch {
 			case err == nil && g.held:
 				if w != nil {
-					l.store.notifier().polling(w, time.Time{})
+					l.store.notifier().took(w)
+					woken = false
 				}
 				lk.fence, lk.validUntil = g.fence, g.validUntil
 				l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
@@ -435,16 +436,30 @@ func (l *Locker) pause(ctx context.Context, d time.Duration, until time.Time, w 
 	if w != nil {
 		n.polling(w, time.Now().Add(d))
 	}
-	woken, changed, err := pause(ctx, d, w, kt.changed(ctx))
-	kt.after(woken || changed, changed)
+	// Watching the key is bounded by the sleep it may cut short.
+	if d >= trackSleep {
+		kt.arm()
+	}
+	start := time.Now()
+	tctx, cancel := context.WithTimeout(ctx, d)
+	changed := kt.changed(tctx)
+	cancel()
+	woken, fired, err := pause(ctx, max(d-time.Since(start), 0), w, changed)
+	kt.after(woken || fired, fired)
 	return woken, err
 }
 
+// trackSleep is the sleep from which a waiter watches its key through
+// Redis's tracking at once: one read on the tracked connection is cheap
+// next to a sleep that long.
+const trackSleep = 50 * time.Millisecond
+
 // keyTracking is how a waiting acquisition hears, through Redis's
 // tracking (see tracker), that its key changed whoever changed it: a
-// release by a program that publishes no wake-up. It watches the key only
-// once a sleep has ended with no wake-up, so that waits that the Locker's
-// own releases end cost no tracking read.
+// release by a program that publishes no wake-up. It watches the key once
+// a sleep has ended with no wake-up, or for a sleep of trackSleep or more,
+// so that the short waits the Locker's own releases end cost no tracking
+// read.
 type keyTracking struct {
 	t     *tracker
 	rkey  string
@@ -472,7 +487,14 @@ func (kt *keyTracking) after(woken, fired bool) {
 	switch {
 	case fired:
 		kt.stop()
-	case !woken && kt.t != nil && !kt.t.unavailable():
+	case !woken:
+		kt.arm()
+	}
+}
+
+// arm makes the next sleeps watch the key, where the server can track it.
+func (kt *keyTracking) arm() {
+	if kt.t != nil && !kt.t.unavailable() {
 		kt.armed = true
 	}
 }

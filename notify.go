@@ -353,13 +353,27 @@ func (n *notifier) behind(w *waiter) bool {
 	return len(w.ch.waiters) > 0 && w.ch.waiters[0] != w
 }
 
-// polling notes that w, the oldest waiter, polls Redis next at t, or,
-// with t zero, that it took the lock.
+// polling notes that w, the oldest waiter, polls Redis next at t.
 func (n *notifier) polling(w *waiter, t time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(w.ch.waiters) > 0 && w.ch.waiters[0] == w {
 		w.ch.nextPoll = t
+	}
+}
+
+// took notes that w took the lock: a wake-up pending on it announced the
+// release it has just used (heard also through Redis's tracking), and is
+// not passed on; and the next waiter starts polling afresh.
+func (n *notifier) took(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	select {
+	case <-w.wake:
+	default:
+	}
+	if len(w.ch.waiters) > 0 && w.ch.waiters[0] == w {
+		w.ch.nextPoll = time.Time{}
 	}
 }
 

@@ -116,7 +116,7 @@ func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 		n = &trackNode{t: t, ready: make(chan struct{}), quit: make(chan struct{}), watches: map[string][]*keyWatch{}}
 		t.nodes[addr] = n
 		t.wg.Add(1)
-		go n.start(opts)
+		go n.start(opts, addr)
 	}
 	t.mu.Unlock()
 	select {
@@ -148,7 +148,7 @@ func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 	return w
 }
 
-// unavailable reports that tracking failed on a node: the server cannot
+// unavailable reports that a node refused tracking: the server cannot
 // track (miniredis, Redis 5), so no watch is worth asking for. A Cluster
 // whose nodes differ is not expected.
 func (t *tracker) unavailable() bool {
@@ -191,11 +191,21 @@ func (t *tracker) unwatch(w *keyWatch) {
 }
 
 // start sets up the node's pair and then receives its invalidations until
-// closed. On failure the node keeps the error and is never retried:
-// tracking is unavailable there.
-func (n *trackNode) start(opts *redis.Options) {
+// closed. When the server refuses tracking (an error reply: miniredis,
+// Redis 5, a proxy), the node keeps the error, and tracking is unavailable
+// there; after any other failure (the server unreachable for now), the node
+// is dropped, and the next watch sets it up again.
+func (n *trackNode) start(opts *redis.Options, addr string) {
 	defer n.t.wg.Done()
 	if !n.setup(opts) {
+		var replyErr redis.Error
+		if !errors.As(n.err, &replyErr) {
+			n.t.mu.Lock()
+			if n.t.nodes[addr] == n {
+				delete(n.t.nodes, addr)
+			}
+			n.t.mu.Unlock()
+		}
 		return
 	}
 	n.receive()
@@ -234,7 +244,7 @@ func (n *trackNode) setup(opts *redis.Options) bool {
 		}
 		if n.dials.Add(1) > 1 {
 			// A new connection: what the last one tracked is not.
-			go n.fireAll()
+			n.fireAll()
 		}
 		return nil
 	}))

@@ -65,3 +65,28 @@ func TestForeignReleaseWakesWaiterThroughTracking(t *testing.T) {
 		}
 	})
 }
+
+// A waiter whose sleeps are long watches its key through Redis's tracking
+// from its first sleep: a DEL during that sleep ends the wait at once.
+func TestLongSleepWatchesKeyAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.mr != nil {
+			t.Skip("miniredis has no CLIENT TRACKING: waits rely on backoff")
+		}
+		ctx := context.Background()
+		key := b.key("tracked-long")
+		require.NoError(t, b.client.Set(ctx, key, "foreign", time.Minute).Err())
+		l := newLocker(t, b.client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
+		got := make(chan error, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
+			if err == nil {
+				err = lk.Release(ctx)
+			}
+			got <- err
+		}()
+		time.Sleep(300 * time.Millisecond) // in its first, minute-long sleep
+		require.NoError(t, b.client.Del(ctx, key).Err())
+		assert.NoError(t, waitFor(t, got, 10*time.Second, "the waiter"))
+	})
+}

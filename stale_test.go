@@ -63,6 +63,8 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		primeStale(t, b, key, rediskit.WithStaleWhileRevalidate(time.Minute))
 
 		loader := newBlockedLoader(2)
+		var count commandCounter
+		b.client.AddHook(&count)
 		var wg sync.WaitGroup
 		for i := 0; i < 20; i++ {
 			wg.Add(1)
@@ -76,6 +78,10 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		// The callers return while the refresh is still blocked: had any
 		// of them waited for it, this would time out.
 		waitFor(t, waitGroupDone(&wg), 10*time.Second, "the callers served stale")
+		require.Eventually(t, func() bool { return loader.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
+		// One request per caller (its read), and the refresh's read that
+		// takes the lease: the loader is still blocked.
+		assert.LessOrEqual(t, count.n.Load(), int64(20+1), "requests while the refresh loads")
 		close(loader.release)
 		require.Eventually(t, func() bool {
 			v, err := c.Get(ctx, key)

@@ -92,10 +92,11 @@ func (t *tracker) nodeOptions(ctx context.Context, rkey string) (*redis.Options,
 	return nil, ""
 }
 
-// watch starts watching rkey. It returns a watch whose changed channel is
-// closed when the key is modified, expires or is evicted, or when the
-// tracker may have missed that (a connection broke); nil when tracking is
-// unavailable. Stop it with unwatch.
+// watch starts watching rkey, which its caller last saw present. It
+// returns a watch whose changed channel is closed when the key is
+// modified, expires or is evicted, or is found absent already, or when the
+// tracker may have missed a change (a connection broke); nil when tracking
+// is unavailable. Stop it with unwatch.
 func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 	if t == nil {
 		return nil
@@ -140,7 +141,13 @@ func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 	// place, so that a change right after it is not missed.
 	rctx, cancel := context.WithTimeout(ctx, trackWait)
 	defer cancel()
-	if err := n.tracked.Get(rctx, rkey).Err(); err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+	err := n.tracked.Get(rctx, rkey).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		// Gone already: released between the caller's last look and
+		// this read. The change this watch is for has happened.
+		w.fire()
+	case err != nil && !isWrongType(err):
 		// Not tracked: the wait goes on with its backoff.
 		t.unwatch(w)
 		return nil

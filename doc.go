@@ -150,8 +150,13 @@
 // [Locker.WithLock] call, which ends before the call returns; the pub/sub
 // reader and writer of a Locker or a Cache, which end with Close or after
 // 30 seconds without waiters; the Redis calls a caller stopped waiting for,
-// which end within the client's own timeouts and which Close waits for; and
-// the loads of [Cache.GetOrLoad], which end with the load (bounded by
-// [WithLoadTimeout]) or with [Cache.Close]. Nothing is logged: observe the
-// package through [WithHook] and the Stats methods.
+// which end within the client's own timeouts and which Close waits for;
+// the loads and background refreshes of [Cache.GetOrLoad], which end with
+// the load (bounded by [WithLoadTimeout]) or with [Cache.Close]; and, once
+// a Locker's acquisition has waited on a node that supports key tracking,
+// that node's tracking reader, which ends with [Locker.Close]. The tracking
+// uses two connections of the Locker's own per such node (one subscribed,
+// one tracked, which is pinged twice a second while waits are on), made
+// from the client's options. Nothing is logged: observe the package
+// through [WithHook] and the Stats methods.
 package rediskit

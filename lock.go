@@ -40,7 +40,8 @@ func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
 
 // Close ends the Locker's pub/sub subscription, which it opens the first
 // time an acquisition has to wait and otherwise closes after 30 seconds
-// without waiters, and waits for its goroutine to exit. It also waits for
+// without waiters, and its key-tracking connections (see the package
+// documentation), and waits for their goroutines to exit. It also waits for
 // the Redis calls whose callers stopped waiting for them (their context
 // ended first), which end within the client's own timeouts: a call whose
 // reply comes after its caller gave up is settled then, for instance a lock

@@ -3,6 +3,7 @@ package rediskit
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -463,12 +464,26 @@ func (n *notifier) receive(sub *subscription) {
 			<-sub.wdone
 			return
 		case errors.As(err, &netErr) && netErr.Timeout():
+		case errors.As(err, &replyErr) && strings.HasPrefix(replyErr.Error(), "MOVED") && n.mode == notifySharded:
+			// A subscription made on this node after its channel's slot
+			// moved away (the slot map had not caught up). The reply does
+			// not name its channel: the channels still unconfirmed are
+			// taken as moved, so that their waiters subscribe again once
+			// the slot map is reloaded.
+			if cc, ok := n.client.(*redis.ClusterClient); ok {
+				cc.ReloadState(ctx)
+			}
+			for name, ch := range sub.channels {
+				if !ch.isConfirmed() {
+					sub.movedAway(name, ch)
+				}
+			}
 		case errors.As(err, &replyErr):
 			// A reply to a (re)subscription, not a broken connection:
-			// CROSSSLOT (see above), MOVED for a channel whose slot moved,
-			// NOPERM for a user without channel permissions. The reply does
-			// not name its channel, so the waiters still waiting for a
-			// confirmation stop waiting, and rely on backoff.
+			// CROSSSLOT (see above), NOPERM for a user without channel
+			// permissions. The reply does not name its channel, so the
+			// waiters still waiting for a confirmation stop waiting, and
+			// rely on backoff.
 			for _, ch := range sub.channels {
 				ch.confirm()
 			}
@@ -502,6 +517,35 @@ func (sub *subscription) wakeAll(resubscribe bool) {
 }
 
 // confirm marks the channel's subscription as settled, confirmed or not.
+// movedAway forgets a channel whose slot moved to another node, and wakes
+// its waiters, which must subscribe again there. go-redis must forget it
+// too, or it would subscribe it again on this node after a reconnect; that
+// unsubscribe is not counted as ours, since this node will refuse it with
+// MOVED rather than confirm it. The caller holds n.mu.
+func (sub *subscription) movedAway(name string, ch *channel) {
+	delete(sub.channels, name)
+	if len(sub.channels) == 0 {
+		sub.idleSince = time.Now()
+	}
+	ch.moved = true
+	ch.confirm()
+	for _, w := range ch.waiters {
+		w.signal()
+	}
+	sub.ops = append(sub.ops, subOp{subscribe: false, name: name})
+	sub.kickWriter()
+}
+
+// isConfirmed reports whether the server confirmed the subscription.
+func (ch *channel) isConfirmed() bool {
+	select {
+	case <-ch.confirmed:
+		return true
+	default:
+		return false
+	}
+}
+
 func (ch *channel) confirm() {
 	select {
 	case <-ch.confirmed:
@@ -525,21 +569,8 @@ func (sub *subscription) handle(msg any) {
 			ch.confirm()
 		case m.Kind == "sunsubscribe" || m.Kind == "unsubscribe":
 			// Not ours: Redis 7 unsubscribes a sharded channel whose slot
-			// moved to another node. Its waiters must subscribe again
-			// there. go-redis must forget it too, or it would subscribe it
-			// again on this node after a reconnect; that unsubscribe is
-			// not counted as ours, since this node will refuse it with
-			// MOVED rather than confirm it.
-			delete(sub.channels, m.Channel)
-			if len(sub.channels) == 0 {
-				sub.idleSince = time.Now()
-			}
-			ch.moved = true
-			for _, w := range ch.waiters {
-				w.signal()
-			}
-			sub.ops = append(sub.ops, subOp{subscribe: false, name: m.Channel})
-			sub.kickWriter()
+			// moved to another node.
+			sub.movedAway(m.Channel, ch)
 		}
 	case *redis.Message:
 		if ch := sub.channels[m.Channel]; ch != nil {

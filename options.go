@@ -228,7 +228,8 @@ func (o leaseOption) String() string { return fmt.Sprintf("WithLoadLease(%v)", t
 // with one background load: one per key in the process, and one in the
 // fleet while leases are on ([WithLoadLease]). The refresh replaces the
 // value only if it is still the one that was served: a Set or Delete
-// meanwhile wins.
+// meanwhile wins. A refresh whose loader returns [ErrNotFound] removes the
+// value (or, with [WithNegativeCaching], replaces it with its marker).
 //
 // Values stay plain JSON: the Cache writes them (Set, SetMany, GetOrLoad)
 // with a Redis TTL of their TTL plus the longest stale window, and
@@ -276,7 +277,9 @@ func (o staleOption) String() string {
 // Vattani, Chierichetti and Lowenstein, VLDB 2015): a read with time r left
 // before the value's TTL runs out starts a background refresh when
 // -delta·beta·ln(u) ≥ r, u uniform in (0, 1], delta being how long the
-// Cache's loads take (a moving average of its measured loads). The more a
+// Cache's loads take: a moving average of the loads it timed, all keys
+// together (the paper times each key's), and 100 ms until it has timed
+// one. The more a
 // key is read and the nearer its expiry, the likelier one read refreshes
 // it, so a hot key's expiry causes no burst of misses; a cold key is left
 // to expire. Refreshes are shared as with [WithStaleWhileRevalidate]. beta

@@ -128,21 +128,36 @@ return 1
 // data of another Redis type is not a cache's to replace.
 //
 // KEYS[1] the key. ARGV[1] the encoded value; ARGV[2] the TTL in
-// milliseconds; ARGV[3] '1' to replace the bytes ARGV[4], '0' to write
-// only if the key is absent.
-// Reply: 1 when stored; 0 when a value is there; -1 when the key holds a
-// type other than string.
+// milliseconds; ARGV[3] '1' to replace the bytes ARGV[4] only (an absent
+// key was deleted meanwhile, and stays so), '0' to write only if the key
+// is absent.
+// Reply: 1 when stored; 0 when not; -1 when the key holds a type other
+// than string.
 var writeBackScript = redis.NewScript(`
 local t = redis.call('TYPE', KEYS[1])
 if type(t) == 'table' then t = t['ok'] end
 if t ~= 'none' and t ~= 'string' then
 	return -1
 end
-if t == 'string' and (ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[4]) then
+if ARGV[3] == '1' then
+	if t == 'none' or redis.call('GET', KEYS[1]) ~= ARGV[4] then
+		return 0
+	end
+elseif t ~= 'none' then
 	return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+`)
+
+// deleteIfScript deletes a key only if it still holds the given bytes.
+//
+// KEYS[1] the key. ARGV[1] the bytes. Reply: 1 when deleted, 0 when not.
+var deleteIfScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('DEL', KEYS[1])
+end
+return 0
 `)
 
 // readOrLeaseScript reads a cache key and, if it is absent or due for a

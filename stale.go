@@ -94,12 +94,20 @@ func (c *Cache[T]) examineStale(key string, b []byte, pttl time.Duration) lookup
 // refreshEarly decides, by XFetch, whether a read of a fresh value with
 // left before its TTL runs out refreshes it.
 func (c *Cache[T]) refreshEarly(left time.Duration) bool {
-	delta := time.Duration(c.loadTime.Load())
-	if c.cfg.earlyBeta == 0 || delta <= 0 || left <= 0 {
+	if c.cfg.earlyBeta == 0 || left <= 0 {
 		return false
+	}
+	delta := time.Duration(c.loadTime.Load())
+	if delta <= 0 {
+		delta = unmeasuredLoad
 	}
 	return float64(delta)*c.cfg.earlyBeta*-math.Log(1-rand.Float64()) >= float64(left)
 }
+
+// unmeasuredLoad is the load time early refresh assumes until the Cache
+// has timed a load of its own: a process that only reads values others
+// loaded (behind their leases) still refreshes hot keys before expiry.
+const unmeasuredLoad = 100 * time.Millisecond
 
 // recordLoad folds a load's duration into the Cache's moving average, which
 // early refresh weighs.
@@ -168,25 +176,45 @@ func (c *Cache[T]) runRefresh(ctx context.Context, key string, b []byte, pttl, t
 	start := time.Now()
 	v, stopRefresh, err := c.loadLeased(lctx, key, lease, load)
 	stopRefresh()
-	var enc []byte
-	if err == nil {
+	var enc []byte // what replaces b; nil: nothing
+	storeTTL := c.storeTTL(c.resolveTTL(ttl))
+	gone := false // the value no longer exists: b goes
+	switch {
+	case errors.Is(err, ErrNotFound):
 		c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
 		c.recordLoad(time.Since(start))
-		enc, err = c.encode("refresh", key, v)
-	} else {
+		if c.cfg.negativeTTL > 0 {
+			enc, storeTTL = []byte(notFoundMarker), c.cfg.negativeTTL
+		} else {
+			gone = true
+		}
+	case err != nil:
 		err = fmt.Errorf("rediskit: refresh %q: %w", key, err)
 		c.cfg.emit(&c.stats, Event{Kind: EventLoadError, Key: key, Err: err})
+	default:
+		c.cfg.emit(&c.stats, Event{Kind: EventLoad, Key: key, Wait: time.Since(start)})
+		c.recordLoad(time.Since(start))
+		enc, _ = c.encode("refresh", key, v) // nil on error: the stale value stays
 	}
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(lctx), writeBackTimeout)
 	defer wcancel()
 	switch {
-	case err != nil && lease != "":
+	case gone:
+		// Deleted where it came from: the stale bytes go, unless written
+		// over meanwhile, and the next read misses.
+		if err := deleteIfScript.Run(wctx, c.client, []string{c.cfg.prefix + key}, b).Err(); err != nil {
+			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: refresh %q: %w", key, err)})
+		}
+		if lease != "" {
+			c.dropLease(wctx, key, lease)
+		}
+	case enc == nil && lease != "":
 		c.dropLease(wctx, key, lease) // the stale value stays until its window ends
-	case err != nil:
+	case enc == nil:
 	case lease != "":
-		c.writeLeased(wctx, key, lease, enc, c.storeTTL(c.resolveTTL(ttl)), b)
+		c.writeLeased(wctx, key, lease, enc, storeTTL, b)
 	default:
-		c.writeBack(wctx, key, enc, c.storeTTL(c.resolveTTL(ttl)), b)
+		c.writeBack(wctx, key, enc, storeTTL, b)
 	}
 }
 

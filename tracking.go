@@ -278,12 +278,20 @@ func (n *trackNode) receive() {
 	ctx := context.Background()
 	broken := false
 	for {
-		msg, err := n.ps.Receive(ctx)
+		msg, err := n.ps.ReceiveTimeout(ctx, trackCheck)
 		n.t.mu.Lock()
 		closed := n.t.closed
+		watching := len(n.watches) > 0
 		n.t.mu.Unlock()
 		if closed || errors.Is(err, redis.ErrClosed) {
 			return
+		}
+		var netErr interface{ Timeout() bool }
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			if watching {
+				n.checkTracked()
+			}
+			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -317,6 +325,24 @@ func (n *trackNode) receive() {
 				return
 			}
 		}
+	}
+}
+
+// trackCheck is how often the tracked connection is checked while keys are
+// watched: Redis closes it unseen (a client idle past the server's
+// timeout, CLIENT KILL), and its tracking with it, while the subscriber,
+// exempt from the timeout, keeps receiving nothing.
+const trackCheck = 500 * time.Millisecond
+
+// checkTracked pings the tracked connection. A new connection (the old one
+// was closed) turns tracking on again and fires every watch (see setup's
+// OnConnect); a failed ping fires them too: whatever was tracked may have
+// changed unseen.
+func (n *trackNode) checkTracked() {
+	ctx, cancel := context.WithTimeout(context.Background(), trackWait)
+	defer cancel()
+	if err := n.tracked.Ping(ctx).Err(); err != nil {
+		n.fireAll()
 	}
 }
 

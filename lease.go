@@ -71,10 +71,8 @@ func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait, du
 		defer cancel()
 		return readOrLeaseScript.Run(ctx, c.client, []string{rkey, leaseKey(rkey)}, token, c.cfg.leaseTTL.Milliseconds(), dueMs).Slice()
 	}, func(reply []any, err error) {
-		var replyErr redis.Error
 		taken := err == nil && len(reply) >= 2 && reply[0] == int64(1)
-		unknown := err != nil && !errors.As(err, &replyErr) && !notSent(err)
-		if taken || unknown { // the token is this call's: dropping it is safe either way
+		if taken || inFlight(err) { // the token is this call's: dropping it is safe either way
 			c.dropLease(context.Background(), rkey[len(c.cfg.prefix):], token)
 		}
 	})

@@ -60,15 +60,7 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 	}
 	f := c.flights.current(key)
 	if f == nil {
-		var v T
-		var b []byte
-		var pttl time.Duration
-		var err error
-		if c.cfg.readsExpiry() {
-			v, b, pttl, err = c.readFresh(ctx, key)
-		} else {
-			v, err = c.read(ctx, key)
-		}
+		v, b, pttl, err := c.read(ctx, key)
 		var fallback *T
 		if err == nil && c.cfg.readsExpiry() {
 			switch past := c.pastTTL(pttl); {
@@ -139,18 +131,25 @@ func readWait(ctx context.Context) time.Duration {
 	return wait
 }
 
-// read is Get with its wait bounded by GetOrLoad's share of the caller's
-// time.
-func (c *Cache[T]) read(ctx context.Context, key string) (T, error) {
+// read is GetOrLoad's Get, its wait bounded by GetOrLoad's share of the
+// caller's time. When the Cache reads expiries (see readsExpiry), it also
+// returns the value's bytes and remaining Redis TTL (negative for none),
+// read in the same round trip.
+func (c *Cache[T]) read(ctx context.Context, key string) (v T, b []byte, pttl time.Duration, err error) {
 	wait := readWait(ctx)
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	v, err := c.Get(rctx, key)
+	if c.cfg.readsExpiry() {
+		b, pttl, err = c.readWithTTL(rctx, key)
+		v, err = c.decode(key, b, err)
+	} else {
+		v, err = c.Get(rctx, key)
+	}
 	if err != nil && ctx.Err() == nil && rctx.Err() != nil && !errors.Is(err, ErrCacheMiss) {
 		// Redis's share of the time ran out, not the caller's.
 		err = fmt.Errorf("rediskit: get %q: no reply within %v", key, wait)
 	}
-	return v, err
+	return v, b, pttl, err
 }
 
 // startLoad starts f's load on a goroutine that Close waits for, and

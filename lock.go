@@ -437,14 +437,11 @@ func (l *Locker) pause(ctx context.Context, d time.Duration, until time.Time, w 
 	if w != nil {
 		n.polling(w, time.Now().Add(d))
 	}
-	// Watching the key is bounded by the sleep it may cut short.
 	if d >= trackSleep {
 		kt.arm()
 	}
 	start := time.Now()
-	tctx, cancel := context.WithTimeout(ctx, d)
-	changed := kt.changed(tctx)
-	cancel()
+	changed := kt.changed(ctx, d)
 	woken, fired, err := pause(ctx, max(d-time.Since(start), 0), w, changed)
 	kt.after(woken || fired, fired)
 	return woken, err
@@ -468,13 +465,17 @@ type keyTracking struct {
 	w     *keyWatch
 }
 
-// changed returns the channel closed when the key changes, or nil.
-func (kt *keyTracking) changed(ctx context.Context) <-chan struct{} {
+// changed returns the channel closed when the key changes, or nil. Setting
+// up a watch is bounded by d, the sleep it may cut short.
+func (kt *keyTracking) changed(ctx context.Context, d time.Duration) <-chan struct{} {
 	if !kt.armed {
 		return nil
 	}
 	if kt.w == nil {
-		if kt.w = kt.t.watch(ctx, kt.rkey); kt.w == nil {
+		wctx, cancel := context.WithTimeout(ctx, d)
+		kt.w = kt.t.watch(wctx, kt.rkey)
+		cancel()
+		if kt.w == nil {
 			kt.armed = false // unavailable: not asked again
 			return nil
 		}

@@ -125,14 +125,7 @@ func TestTrackingSurvivesKilledTrackedConnection(t *testing.T) {
 	key := "rktrack:" + strconv.FormatInt(time.Now().UnixNano(), 10)
 	require.NoError(t, client.Set(ctx, key, "foreign", time.Minute).Err())
 	l := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
-	got := make(chan error, 1)
-	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-		if err == nil {
-			err = lk.Release(ctx)
-		}
-		got <- err
-	}()
+	got := acquireAndRelease(l, key, 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	ids := clientIDsWithFlag(t, client, "t")
 	require.NotEmpty(t, ids, "a tracking connection")
@@ -152,14 +145,7 @@ func TestTrackingSurvivesKilledSubscriber(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		key := "rktracks:" + strconv.FormatInt(time.Now().UnixNano(), 10)
 		require.NoError(t, client.Set(ctx, key, "foreign", time.Minute).Err())
-		got := make(chan error, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 20*time.Second)
-			if err == nil {
-				err = lk.Release(ctx)
-			}
-			got <- err
-		}()
+		got := acquireAndRelease(l, key, 20*time.Second)
 		time.Sleep(500 * time.Millisecond)
 		if round == 1 {
 			require.NoError(t, client.ClientKillByFilter(ctx, "TYPE", "pubsub").Err())
@@ -181,14 +167,7 @@ func TestTrackingWithACLUser(t *testing.T) {
 	key := "rktracka:" + strconv.FormatInt(time.Now().UnixNano(), 10)
 	require.NoError(t, client.Set(ctx, key, "foreign", time.Minute).Err())
 	l := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
-	got := make(chan error, 1)
-	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 20*time.Second)
-		if err == nil {
-			err = lk.Release(ctx)
-		}
-		got <- err
-	}()
+	got := acquireAndRelease(l, key, 20*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	require.NoError(t, client.Del(ctx, key).Err())
 	assert.NoError(t, waitFor(t, got, 10*time.Second, "the waiter"))
@@ -205,14 +184,7 @@ func TestTrackingSurvivesServerIdleTimeout(t *testing.T) {
 	key := "rktrackt:" + strconv.FormatInt(time.Now().UnixNano(), 10)
 	require.NoError(t, client.Set(ctx, key, "foreign", time.Minute).Err())
 	l := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
-	got := make(chan error, 1)
-	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-		if err == nil {
-			err = lk.Release(ctx)
-		}
-		got <- err
-	}()
+	got := acquireAndRelease(l, key, 30*time.Second)
 	time.Sleep(3500 * time.Millisecond) // idle past the server's timeout (checked by serverCron)
 	require.NoError(t, client.Del(ctx, key).Err())
 	assert.NoError(t, waitFor(t, got, 10*time.Second, "the waiter after the idle timeout"))
@@ -228,6 +200,7 @@ func TestEarlyRefreshAfterOwnLoad(t *testing.T) {
 		_, err := c.GetOrLoad(ctx, key, time.Second, loader)
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return b.client.Exists(ctx, key).Val() == 1 }, 5*time.Second, time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the flight ends once its value is stored: reads then go to Redis
 		b.advance(950 * time.Millisecond)
 		for i := 0; i < 50; i++ {
 			_, err := c.GetOrLoad(ctx, key, time.Second, loader)

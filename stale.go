@@ -32,21 +32,6 @@ func (c *Cache[T]) storeTTL(ttl time.Duration) time.Duration {
 	return c.jittered(ttl) + c.cfg.staleWindow()
 }
 
-// readFresh is GetOrLoad's read when it needs the value's remaining TTL:
-// the value, its bytes, and its remaining Redis TTL (negative for none),
-// in one round trip, bounded by GetOrLoad's share of the caller's time.
-func (c *Cache[T]) readFresh(ctx context.Context, key string) (v T, b []byte, pttl time.Duration, err error) {
-	wait := readWait(ctx)
-	rctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	b, pttl, err = c.readWithTTL(rctx, key)
-	v, err = c.decode(key, b, err)
-	if err != nil && ctx.Err() == nil && rctx.Err() != nil && !errors.Is(err, ErrCacheMiss) {
-		err = fmt.Errorf("rediskit: get %q: no reply within %v", key, wait)
-	}
-	return v, b, pttl, err
-}
-
 // readWithTTL reads key's bytes and remaining TTL, returning when ctx ends
 // on any client; an absent key gives redis.Nil.
 func (c *Cache[T]) readWithTTL(ctx context.Context, key string) ([]byte, time.Duration, error) {

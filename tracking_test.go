@@ -23,6 +23,21 @@ func (firstShort) Next(retry int) time.Duration {
 	return time.Minute
 }
 
+// acquireAndRelease waits up to timeout for a minute-long lock on key, in
+// the background, releases it, and sends the first error, if any.
+func acquireAndRelease(l *rediskit.Locker, key string, timeout time.Duration) <-chan error {
+	ctx := context.Background()
+	got := make(chan error, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, timeout)
+		if err == nil {
+			err = lk.Release(ctx)
+		}
+		got <- err
+	}()
+	return got
+}
+
 // A release by a program that publishes nothing (here a DEL, as
 // redis-cli would) wakes a waiting acquisition through Redis's tracking of
 // the key, not after its minute-long backoff. On a server without tracking
@@ -47,14 +62,7 @@ func TestForeignReleaseWakesWaiterThroughTracking(t *testing.T) {
 				key := b.key("tracked-" + release.name)
 				require.NoError(t, b.client.Set(ctx, key, "foreign", time.Minute).Err())
 				l := newLocker(t, b.client, rediskit.WithRetryBackoff(firstShort{}))
-				got := make(chan error, 1)
-				go func() {
-					lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-					if err == nil {
-						err = lk.Release(ctx)
-					}
-					got <- err
-				}()
+				got := acquireAndRelease(l, key, 30*time.Second)
 				time.Sleep(300 * time.Millisecond) // past the short sleep: now in the minute-long one
 				require.NoError(t, release.do(key))
 				// Without tracking the waiter would sleep its minute and
@@ -77,14 +85,7 @@ func TestLongSleepWatchesKeyAtOnce(t *testing.T) {
 		key := b.key("tracked-long")
 		require.NoError(t, b.client.Set(ctx, key, "foreign", time.Minute).Err())
 		l := newLocker(t, b.client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
-		got := make(chan error, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-			if err == nil {
-				err = lk.Release(ctx)
-			}
-			got <- err
-		}()
+		got := acquireAndRelease(l, key, 30*time.Second)
 		time.Sleep(300 * time.Millisecond) // in its first, minute-long sleep
 		require.NoError(t, b.client.Del(ctx, key).Err())
 		assert.NoError(t, waitFor(t, got, 10*time.Second, "the waiter"))

@@ -15,3 +15,13 @@ func SetNotifyTimes(linger, tick time.Duration) (restore func()) {
 	notifyLinger, notifyTick = linger, tick
 	return func() { notifyLinger, notifyTick = oldLinger, oldTick }
 }
+
+// InFlight reports whether c has a shared load or a refresh of key in
+// progress: until a shared load's value is stored, GetOrLoad answers from
+// it without reading Redis.
+func InFlight[T any](c *Cache[T], key string) bool {
+	c.flights.mu.Lock()
+	defer c.flights.mu.Unlock()
+	_, refreshing := c.flights.refreshing[key]
+	return c.flights.m[key] != nil || refreshing
+}

@@ -50,7 +50,7 @@ func TestEarlyRefreshWithoutLeaseLosesToDelete(t *testing.T) {
 		c := rediskit.NewCache[int](b.client, opts...)
 		_, err := c.GetOrLoad(ctx, key, time.Minute, func(context.Context) (int, error) { time.Sleep(5 * time.Millisecond); return 1, nil })
 		require.NoError(t, err)
-		require.Eventually(t, func() bool { return b.client.Exists(ctx, key).Val() == 1 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return !rediskit.InFlight(c, key) }, 5*time.Second, time.Millisecond)
 		loader := newBlockedLoader(2)
 		v, err := c.GetOrLoad(ctx, key, time.Minute, loader.load) // beta huge: refreshes
 		require.NoError(t, err)
@@ -73,7 +73,7 @@ func TestEarlyRefreshWithoutOwnLoad(t *testing.T) {
 		loaderProc := newCache[int](t, b.client, rediskit.WithEarlyRefresh(1))
 		_, err := loaderProc.GetOrLoad(ctx, key, time.Second, loader)
 		require.NoError(t, err)
-		require.Eventually(t, func() bool { return b.client.Exists(ctx, key).Val() == 1 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return !rediskit.InFlight(loaderProc, key) }, 5*time.Second, time.Millisecond)
 		reader := newCache[int](t, b.client, rediskit.WithEarlyRefresh(1))
 		b.advance(950 * time.Millisecond) // ~50ms left, loads take 200ms: P(refresh) per read ~ 0.78
 		for i := 0; i < 50; i++ {
@@ -199,8 +199,7 @@ func TestEarlyRefreshAfterOwnLoad(t *testing.T) {
 		c := newCache[int](t, b.client, rediskit.WithEarlyRefresh(1))
 		_, err := c.GetOrLoad(ctx, key, time.Second, loader)
 		require.NoError(t, err)
-		require.Eventually(t, func() bool { return b.client.Exists(ctx, key).Val() == 1 }, 5*time.Second, time.Millisecond)
-		time.Sleep(20 * time.Millisecond) // the flight ends once its value is stored: reads then go to Redis
+		require.Eventually(t, func() bool { return !rediskit.InFlight(c, key) }, 5*time.Second, time.Millisecond) // reads then go to Redis
 		b.advance(950 * time.Millisecond)
 		for i := 0; i < 50; i++ {
 			_, err := c.GetOrLoad(ctx, key, time.Second, loader)
@@ -228,7 +227,7 @@ func TestStaleRefreshNotFoundRemovesValue(t *testing.T) {
 			if err == nil && v == 1 {
 				served++
 			}
-			time.Sleep(50 * time.Millisecond) // the refresh ends
+			require.Eventually(t, func() bool { return !rediskit.InFlight(c, key) }, 5*time.Second, time.Millisecond) // the refresh ends
 		}
 		t.Logf("loader calls %d, deleted value served %d/5, stats %+v", calls.Load(), served, c.Stats())
 		assert.LessOrEqual(t, served, 1, "after the refresh learned the value is gone")

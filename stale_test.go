@@ -220,8 +220,7 @@ func TestEarlyRefresh(t *testing.T) {
 				return 1, nil
 			})
 			require.NoError(t, err)
-			require.Eventually(t, func() bool { return b.client.Exists(ctx, key).Val() == 1 }, 10*time.Second, time.Millisecond)
-			time.Sleep(10 * time.Millisecond) // the flight ends once its value is stored
+			require.Eventually(t, func() bool { return !rediskit.InFlight(c, key) }, 10*time.Second, time.Millisecond) // its value is stored
 			loader := newBlockedLoader(2)
 			v, err := c.GetOrLoad(ctx, key, time.Minute, loader.load)
 			require.NoError(t, err)

@@ -33,7 +33,8 @@ type Cache[T any] struct {
 	stats   counters
 	flights flights[T]
 	calls   *calls
-	notify  *notifier // wake-ups from other processes' loads
+	notify  *notifier     // wake-ups from other processes' loads
+	local   *localTier[T] // WithLocalCache's first level; nil without
 	// loadTime is a moving average of the loads' durations, in
 	// nanoseconds, for early refresh.
 	loadTime atomic.Int64
@@ -59,6 +60,9 @@ func NewCache[T any](client redis.UniversalClient, opts ...Option) *Cache[T] {
 	if c.cfg.err == nil && isNilClient(client) {
 		c.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
 	}
+	if c.cfg.err == nil && c.cfg.localMax > 0 {
+		c.local = newLocalTier[T](client, c.cfg.prefix, c.cfg.localMax, c.cfg.localTTL)
+	}
 	c.lifetime, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -67,6 +71,7 @@ func NewCache[T any](client redis.UniversalClient, opts ...Option) *Cache[T] {
 func (c *Cache[T]) Stats() CacheStats {
 	return CacheStats{
 		Hits:        c.stats.get(EventHit),
+		LocalHits:   c.stats.get(EventLocalHit),
 		Misses:      c.stats.get(EventMiss),
 		Loads:       c.stats.get(EventLoad),
 		LoadErrors:  c.stats.get(EventLoadError),
@@ -94,6 +99,13 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	if err := c.check("get", key); err != nil {
 		var zero T
 		return zero, err
+	}
+	if c.local != nil {
+		if e, ok := c.local.get(key); ok {
+			return c.localHit(key, e)
+		}
+		v, _, _, err := c.readThrough(ctx, key)
+		return v, err
 	}
 	var b []byte
 	var err error
@@ -147,7 +159,10 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 	if err != nil {
 		return err
 	}
-	if err := c.client.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl)).Err(); err != nil {
+	err = c.write(ctx, func(p redis.Cmdable) error {
+		return p.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl)).Err()
+	}, key)
+	if err != nil {
 		return fmt.Errorf("rediskit: set %q: %w", key, err)
 	}
 	c.flights.forget(key) // a load in progress here now has an older value
@@ -171,7 +186,8 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		return nil
 	case 1:
 		rkey := c.cfg.prefix + keys[0]
-		if err := c.client.Del(ctx, rkey, leaseKey(rkey)).Err(); err != nil {
+		err := c.write(ctx, func(p redis.Cmdable) error { return p.Del(ctx, rkey, leaseKey(rkey)).Err() }, keys[0])
+		if err != nil {
 			return fmt.Errorf("rediskit: delete %q: %w", keys[0], err)
 		}
 		c.flights.forget(keys[0])
@@ -179,13 +195,13 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	}
 	// One DEL per key, pipelined: a multi-key DEL fails with CROSSSLOT on a
 	// cluster, and go-redis sends a pipeline to each node in parallel.
-	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := c.write(ctx, func(p redis.Cmdable) error {
 		for _, key := range keys {
 			rkey := c.cfg.prefix + key
 			p.Del(ctx, rkey, leaseKey(rkey)) // one slot: see leaseKey
 		}
 		return nil
-	})
+	}, keys...)
 	if err != nil {
 		return fmt.Errorf("rediskit: delete %d keys: %w", len(keys), err)
 	}
@@ -198,12 +214,13 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 // GetMany returns the values of the keys that are present, in one round
 // trip: one MGET on a single node (Sentinel included), one pipeline of GETs
 // per node on a Redis Cluster or Ring, in parallel, with keys in any slots.
-// Absent keys are left out of the map. Keys whose bytes do not decode are
-// left out too and reported in the error, wrapping [ErrDecode], while the
-// others are still returned. A Redis error (a node down), or a key holding
-// another Redis type (an error wrapping [ErrWrongType]), fails the whole
-// call, with a nil map, whatever the keys' order; the error names the
-// first such key. No keys returns an empty map.
+// Keys the local tier holds ([WithLocalCache]) are answered from it, and
+// only the others are read. Absent keys are left out of the map. Keys whose
+// bytes do not decode are left out too and reported in the error, wrapping
+// [ErrDecode], while the others are still returned. A Redis error (a node
+// down), or a key holding another Redis type (an error wrapping
+// [ErrWrongType]), fails the whole call, with a nil map, whatever the keys'
+// order; the error names the first such key. No keys returns an empty map.
 func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, error) {
 	for _, key := range keys {
 		if err := c.check("get many", key); err != nil {
@@ -211,16 +228,74 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 		}
 	}
 	out := make(map[string]T, len(keys))
+	var fills []fill
+	if c.local != nil {
+		missing := keys[:0:0]
+		for _, key := range keys {
+			if e, ok := c.local.get(key); ok {
+				if v, err := c.localHit(key, e); err == nil {
+					out[key] = v
+				}
+			} else {
+				missing = append(missing, key)
+			}
+		}
+		keys = missing
+		fills = make([]fill, len(keys))
+		for i, key := range keys {
+			fills[i] = c.local.begin(ctx, key)
+		}
+	}
 	if len(keys) == 0 {
 		return out, nil
 	}
-	if _, ok := c.client.(*redis.Client); ok {
-		return c.getManyOnOneNode(ctx, keys, out)
+	replies, err := c.fetchMany(ctx, keys, c.local != nil)
+	if err != nil {
+		for _, f := range fills {
+			c.local.end(f, nil)
+		}
+		return nil, err
 	}
-	cmds := make([]*redis.StringCmd, len(keys))
+	var errs []error
+	for i, key := range keys {
+		r := replies[i]
+		v, err := c.decode(key, r.b, r.err)
+		switch {
+		case err == nil:
+			out[key] = v
+		case errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrNotFound):
+		default:
+			errs = append(errs, err)
+		}
+		if fills != nil {
+			c.local.end(fills[i], c.localEntry(v, err, r.pttl))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// reply is one key's answer to a read: its bytes (or redis.Nil), and its
+// remaining Redis TTL when asked for (negative for none).
+type reply struct {
+	b    []byte
+	err  error
+	pttl time.Duration
+}
+
+// fetchMany reads keys in one round trip (per node), and their remaining
+// TTLs too when withTTL. An error is one that fails the whole GetMany.
+func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, withTTL bool) ([]reply, error) {
+	if _, ok := c.client.(*redis.Client); ok {
+		return c.fetchOnOneNode(ctx, keys, withTTL)
+	}
+	gets := make([]*redis.StringCmd, len(keys))
+	pttls := make([]*redis.DurationCmd, len(keys))
 	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, key := range keys {
-			cmds[i] = p.Get(ctx, c.cfg.prefix+key)
+			gets[i] = p.Get(ctx, c.cfg.prefix+key)
+			if withTTL {
+				pttls[i] = p.PTTL(ctx, c.cfg.prefix+key)
+			}
 		}
 		return nil
 	})
@@ -229,29 +304,44 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 		// which that is depends on the keys' order. Any key's Redis error
 		// fails the call, whatever the order, and names the first such key
 		// as given.
-		for i, cmd := range cmds {
+		for i, cmd := range gets {
 			if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
 				if isWrongType(err) {
 					err = fmt.Errorf("%w: %w", ErrWrongType, err)
 				}
 				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], err)
 			}
+			if withTTL && pttls[i].Err() != nil {
+				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], pttls[i].Err())
+			}
 		}
 		if !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("rediskit: get many: %w", err)
 		}
 	}
-	var errs []error
-	for i, cmd := range cmds {
-		b, err := cmd.Bytes()
-		errs = c.collect(out, keys[i], b, err, errs)
+	out := make([]reply, len(keys))
+	for i, cmd := range gets {
+		out[i].b, out[i].err = cmd.Bytes()
+		out[i].pttl = -1
+		if withTTL {
+			out[i].pttl = pttlOf(pttls[i].Val())
+		}
 	}
-	return out, errors.Join(errs...)
+	return out, nil
 }
 
-// getManyOnOneNode is GetMany on a client of one node: one script running
+// pttlOf turns PTTL's reply, as go-redis gives it, into a remaining TTL,
+// negative for none.
+func pttlOf(d time.Duration) time.Duration {
+	if d < 0 {
+		return -1
+	}
+	return d
+}
+
+// fetchOnOneNode is fetchMany on a client of one node: one script running
 // MGET, which also tells keys of another type from absent ones.
-func (c *Cache[T]) getManyOnOneNode(ctx context.Context, keys []string, out map[string]T) (map[string]T, error) {
+func (c *Cache[T]) fetchOnOneNode(ctx context.Context, keys []string, withTTL bool) ([]reply, error) {
 	rkeys := keys
 	if c.cfg.prefix != "" {
 		rkeys = make([]string, len(keys))
@@ -259,40 +349,36 @@ func (c *Cache[T]) getManyOnOneNode(ctx context.Context, keys []string, out map[
 			rkeys[i] = c.cfg.prefix + key
 		}
 	}
-	reply, err := getManyScript.Run(ctx, c.client, rkeys).Slice()
-	if err == nil && len(reply) != len(keys)+1 {
-		err = fmt.Errorf("unexpected reply of %d values for %d keys", len(reply), len(keys))
+	flag := "0"
+	want := len(keys) + 1
+	if withTTL {
+		flag, want = "1", 2*len(keys)+1
+	}
+	vals, err := getManyScript.Run(ctx, c.client, rkeys, flag).Slice()
+	if err == nil && len(vals) != want {
+		err = fmt.Errorf("unexpected reply of %d values for %d keys", len(vals), len(keys))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rediskit: get many: %w", err)
 	}
-	if wrong, _ := reply[len(keys)].(int64); wrong > 0 {
+	if wrong, _ := vals[len(keys)].(int64); wrong > 0 {
 		return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[wrong-1], ErrWrongType)
 	}
-	var errs []error
-	for i, key := range keys {
-		s, ok := reply[i].(string)
+	out := make([]reply, len(keys))
+	for i := range keys {
+		out[i].pttl = -1
+		if withTTL {
+			ms, _ := vals[len(keys)+1+i].(int64)
+			out[i].pttl = pttlOf(time.Duration(ms) * time.Millisecond)
+		}
+		s, ok := vals[i].(string)
 		if !ok {
-			c.cfg.emit(&c.stats, Event{Kind: EventMiss, Key: key})
+			out[i].err = redis.Nil
 			continue
 		}
-		errs = c.collect(out, key, []byte(s), nil, errs)
+		out[i].b = []byte(s)
 	}
-	return out, errors.Join(errs...)
-}
-
-// collect decodes one key's GET reply into out, appending to errs what
-// GetMany reports.
-func (c *Cache[T]) collect(out map[string]T, key string, b []byte, err error, errs []error) []error {
-	v, err := c.decode(key, b, err)
-	switch {
-	case err == nil:
-		out[key] = v
-	case errors.Is(err, ErrCacheMiss) || errors.Is(err, ErrNotFound):
-	default:
-		errs = append(errs, err)
-	}
-	return errs
+	return out, nil
 }
 
 // SetMany stores all items for ttl, in one round trip on a single node (one
@@ -320,16 +406,46 @@ func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Dur
 	if len(encoded) == 0 {
 		return nil
 	}
-	_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	keys := make([]string, 0, len(encoded))
+	for key := range encoded {
+		keys = append(keys, key)
+	}
+	err = c.write(ctx, func(p redis.Cmdable) error {
+		var err error
 		for key, b := range encoded {
-			p.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl))
+			err = p.Set(ctx, c.cfg.prefix+key, b, c.storeTTL(ttl)).Err()
 		}
-		return nil
-	})
+		return err // the one key's, when not pipelined
+	}, keys...)
 	if err != nil {
 		return fmt.Errorf("rediskit: set many: %w", err)
 	}
 	return nil
+}
+
+// write makes a write of keys in one round trip: the commands cmds sends,
+// pipelined (go-redis sends a pipeline to each node, in parallel) when
+// there are several keys or the write is published for the other
+// processes' local tiers; unpipelined, cmds returns the command's error.
+// The local tier drops keys once the write is made, or has failed (it may
+// have been made).
+func (c *Cache[T]) write(ctx context.Context, cmds func(p redis.Cmdable) error, keys ...string) error {
+	var err error
+	if len(keys) == 1 && (c.local == nil || !c.local.inv.publishes()) {
+		err = cmds(c.client)
+	} else {
+		_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			_ = cmds(p)
+			if c.local != nil {
+				c.local.publishIn(ctx, p, keys...)
+			}
+			return nil
+		})
+	}
+	if c.local != nil {
+		c.local.invalidate(keys...)
+	}
+	return err
 }
 
 // usable reports a nil Cache, or one built with a nil client or an invalid

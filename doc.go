@@ -134,7 +134,9 @@
 // ([WithEarlyRefresh]); values stay plain bytes, kept in Redis for their
 // TTL plus the stale window. Batch reads and writes take one round trip
 // (one MGET on a single node, one pipeline per node on a Cluster, so keys
-// may lie in any cluster slots).
+// may lie in any cluster slots). With [WithLocalCache], reads are answered
+// in process when they can, by a bounded tier that Redis keeps coherent
+// with every program's writes (CLIENT TRACKING, in BCAST mode).
 //
 // Errors wrap the sentinel errors ([ErrNotObtained], [ErrLockNotHeld],
 // [ErrCacheMiss], [ErrNotFound], [ErrDecode], [ErrWrongType],
@@ -157,6 +159,9 @@
 // that node's tracking reader, which ends with [Locker.Close]. The tracking
 // uses two connections of the Locker's own per such node (one subscribed,
 // one tracked, which is pinged twice a second while waits are on), made
-// from the client's options. Nothing is logged: observe the package
-// through [WithHook] and the Stats methods.
+// from the client's options. A Cache with a local tier has, once it has
+// read from a node, that node's invalidation reader on a connection of its
+// own (on the fallback's channel where Redis cannot track keys), and the
+// tier's maintenance goroutine; both end with [Cache.Close]. Nothing is
+// logged: observe the package through [WithHook] and the Stats methods.
 package rediskit

@@ -45,6 +45,9 @@ const (
 	// EventRefresh: GetOrLoad started a background refresh of a value
 	// (stale, or near its expiry with [WithEarlyRefresh]).
 	EventRefresh
+	// EventLocalHit: a cache read was answered by the local tier
+	// ([WithLocalCache]) without a round trip.
+	EventLocalHit
 )
 
 var eventNames = [...]string{
@@ -60,6 +63,7 @@ var eventNames = [...]string{
 	EventRedisError:  "redis error",
 	EventStale:       "stale",
 	EventRefresh:     "refresh",
+	EventLocalHit:    "local hit",
 }
 
 // String returns the kind's name, such as "acquired".
@@ -95,7 +99,8 @@ type LockStats struct {
 
 // CacheStats counts what a Cache has done since it was created.
 type CacheStats struct {
-	Hits        uint64 // reads that found the key
+	Hits        uint64 // reads that found the key in Redis
+	LocalHits   uint64 // reads answered by the local tier, without a round trip
 	Misses      uint64 // reads that did not
 	Loads       uint64 // loader calls that returned a value or ErrNotFound
 	LoadErrors  uint64 // loader calls that failed

@@ -236,3 +236,38 @@ func ExampleWithStaleWhileRevalidate() {
 	// served at once, stale: 100
 	// refreshed: 120
 }
+
+// A Cache with a local tier answers repeated reads in process. The tier is
+// kept coherent by Redis (CLIENT TRACKING) on Redis 6 and later; on
+// miniredis, as here, by the Caches' own messages and the local TTL.
+func ExampleWithLocalCache() {
+	client, stop := newExampleClient()
+	defer stop()
+	ctx := context.Background()
+	users := rediskit.NewCache[string](client,
+		rediskit.WithKeyPrefix("users:"),
+		rediskit.WithLocalCache(10_000, time.Minute))
+	defer users.Close()
+
+	if err := users.Set(ctx, "1", "Ada", time.Hour); err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	for users.Stats().LocalHits == 0 { // until the tier listens, reads go to Redis
+		if _, err := users.Get(ctx, "1"); err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	name, err := users.Get(ctx, "1") // from the tier: no round trip
+	fmt.Println(name, err)
+
+	// The Cache's own writes drop its entries at once.
+	_ = users.Set(ctx, "1", "Grace", time.Hour)
+	name, err = users.Get(ctx, "1")
+	fmt.Println(name, err)
+	// Output:
+	// Ada <nil>
+	// Grace <nil>
+}

@@ -25,3 +25,9 @@ func InFlight[T any](c *Cache[T], key string) bool {
 	_, refreshing := c.flights.refreshing[key]
 	return c.flights.m[key] != nil || refreshing
 }
+
+// LocalHas reports whether c's local tier holds key.
+func LocalHas[T any](c *Cache[T], key string) bool {
+	_, ok := c.local.get(key)
+	return ok
+}

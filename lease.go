@@ -218,6 +218,7 @@ func (c *Cache[T]) writeLeased(ctx context.Context, key, lease string, b []byte,
 		c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: write back %q: %w", key, err)})
 		return false
 	}
+	c.wrote(ctx, key)
 	return true
 }
 

@@ -58,6 +58,15 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 	if _, err := c.ttl("get or load", key, ttl); err != nil {
 		return zero, err
 	}
+	early := false // the local tier's entry is due for an early refresh
+	if c.local != nil {
+		if e, ok := c.local.get(key); ok {
+			if c.cfg.earlyBeta == 0 || e.until.IsZero() || !c.refreshEarly(time.Until(e.until)) {
+				return c.localHit(key, e)
+			}
+			early = true
+		}
+	}
 	f := c.flights.current(key)
 	if f == nil {
 		v, b, pttl, err := c.read(ctx, key)
@@ -73,7 +82,7 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, ttl time.Duration,
 					fallback = &v // stale if error
 				}
 				err = errDue
-			case pttl >= 0 && c.refreshEarly(-past):
+			case pttl >= 0 && (early || c.refreshEarly(-past)):
 				c.refresh(ctx, key, b, pttl, ttl, load)
 			}
 		}
@@ -139,10 +148,13 @@ func (c *Cache[T]) read(ctx context.Context, key string) (v T, b []byte, pttl ti
 	wait := readWait(ctx)
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if c.cfg.readsExpiry() {
+	switch {
+	case c.local != nil:
+		v, b, pttl, err = c.readThrough(rctx, key)
+	case c.cfg.readsExpiry():
 		b, pttl, err = c.readWithTTL(rctx, key)
 		v, err = c.decode(key, b, err)
-	} else {
+	default:
 		v, err = c.Get(rctx, key)
 	}
 	if err != nil && ctx.Err() == nil && rctx.Err() != nil && !errors.Is(err, ErrCacheMiss) {
@@ -330,6 +342,7 @@ func (c *Cache[T]) writeBack(ctx context.Context, key string, b []byte, ttl time
 	case n < 0:
 		err = fmt.Errorf("rediskit: write back %q: %w", key, ErrWrongType)
 	default:
+		c.wrote(ctx, key)
 		return true
 	}
 	c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: err})
@@ -454,6 +467,9 @@ func (c *Cache[T]) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.loads.Wait()
+	if c.local != nil {
+		c.local.close()
+	}
 	c.calls.close()
 	if c.notify != nil {
 		c.notify.close()

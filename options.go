@@ -34,6 +34,8 @@ type config struct {
 	staleServe  time.Duration // stale-while-revalidate window; 0: off
 	staleError  time.Duration // stale-if-error window; 0: off
 	earlyBeta   float64       // XFetch's beta; 0: no early refresh
+	localMax    int           // local tier's entries; 0: no local tier
+	localTTL    time.Duration
 
 	err error // the first invalid option
 }
@@ -304,3 +306,49 @@ func (c *config) staleWindow() time.Duration { return max(c.staleServe, c.staleE
 
 // readsExpiry reports whether GetOrLoad reads values' remaining TTLs.
 func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta > 0 }
+
+// WithLocalCache returns an Option that puts an in-process first level in
+// front of Redis: up to maxEntries decoded values, each kept at most ttl
+// (and never past its TTL in Redis), evicted by W-TinyLFU
+// (github.com/maypok86/otter/v2). Get, GetMany and GetOrLoad answer from it
+// without a round trip when they can, and fill it from what they read;
+// [CacheStats].LocalHits counts its hits.
+//
+// Redis keeps it coherent, whoever writes: the Cache hears from Redis of
+// every key written, deleted, expired or evicted under its prefix (CLIENT
+// TRACKING in BCAST mode, Redis 6 and later, on one connection of its own
+// per node), and drops the key, a few hundred microseconds after the write
+// on loopback. A value read before a write it was told about is never
+// served after it. When that connection breaks or goes quiet (no answer
+// to a ping within a second), the whole tier is emptied, and it fills
+// again only once the Cache listens again. Give the Cache a prefix of its
+// own ([WithKeyPrefix]): without one it hears of every write to the
+// database. The Cache's own writes drop its entries at once.
+//
+// Where Redis cannot track keys (Redis 5, miniredis, a proxy that refuses
+// CLIENT TRACKING, a Ring), the Caches publish the keys they write on a
+// pub/sub channel that the others listen to: writes by other programs are
+// then seen only when ttl runs out.
+//
+// Hits return copies of the same decoded value: slices, maps and pointers
+// inside T are shared between callers and with the tier, and must not be
+// modified. Off by default; maxEntries and ttl must be positive.
+func WithLocalCache(maxEntries int, ttl time.Duration) Option {
+	return localOption{maxEntries, ttl}
+}
+
+type localOption struct {
+	maxEntries int
+	ttl        time.Duration
+}
+
+func (o localOption) apply(c *config) {
+	if o.maxEntries <= 0 || o.ttl < time.Millisecond {
+		c.invalid("WithLocalCache(%d, %v)", o.maxEntries, o.ttl)
+		return
+	}
+	c.localMax, c.localTTL = o.maxEntries, o.ttl
+}
+func (o localOption) String() string {
+	return fmt.Sprintf("WithLocalCache(%d, %v)", o.maxEntries, o.ttl)
+}

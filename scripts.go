@@ -244,9 +244,10 @@ return written
 // holding another Redis type (for which MGET answers nil, as for an absent
 // key) from an absent one, so that GetMany reports it as a Get would.
 //
-// KEYS the keys, all on one node. Reply: the keys' values (nil for
-// absent), then the index (from 1) of the first key holding another type,
-// or 0.
+// KEYS the keys, all on one node. ARGV[1] '1' to read their remaining
+// TTLs too. Reply: the keys' values (nil for absent), then the index (from
+// 1) of the first key holding another type, or 0, then, if asked, the
+// keys' PTTLs.
 var getManyScript = redis.NewScript(`
 local out, n = {}, #KEYS
 for i = 1, n, 1000 do
@@ -267,5 +268,10 @@ for i = 1, n do
 	end
 end
 out[n + 1] = wrong
+if ARGV[1] == '1' then
+	for i = 1, n do
+		out[n + 1 + i] = out[i] and redis.call('PTTL', KEYS[i]) or -2
+	end
+end
 return out
 `)

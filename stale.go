@@ -190,6 +190,7 @@ func (c *Cache[T]) runRefresh(ctx context.Context, key string, b []byte, pttl, t
 		if err := deleteIfScript.Run(wctx, c.client, []string{c.cfg.prefix + key}, b).Err(); err != nil {
 			c.cfg.emit(&c.stats, Event{Kind: EventRedisError, Key: key, Err: fmt.Errorf("rediskit: refresh %q: %w", key, err)})
 		}
+		c.wrote(wctx, key)
 		if lease != "" {
 			c.dropLease(wctx, key, lease)
 		}

@@ -221,30 +221,14 @@ func (n *trackNode) start(opts *redis.Options, addr string) {
 // setup connects the node's pair, and closes ready.
 func (n *trackNode) setup(opts *redis.Options) bool {
 	defer close(n.ready)
-	userConnect := opts.OnConnect
-	pairOptions := func(onConnect func(ctx context.Context, cn *redis.Conn) error) *redis.Options {
-		o := *opts
-		o.Protocol = 2
-		o.ContextTimeoutEnabled = true // the pair's calls end at their deadlines
-		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 1
-		o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
-			if userConnect != nil {
-				if err := userConnect(ctx, cn); err != nil {
-					return err
-				}
-			}
-			return onConnect(ctx, cn)
-		}
-		return &o
-	}
-	n.sub = redis.NewClient(pairOptions(func(ctx context.Context, cn *redis.Conn) error {
+	n.sub = redis.NewClient(ownOptions(opts, func(ctx context.Context, cn *redis.Conn) error {
 		id, err := cn.ClientID(ctx).Result()
 		if err == nil {
 			n.subID.Store(id)
 		}
 		return err
 	}))
-	n.tracked = redis.NewClient(pairOptions(func(ctx context.Context, cn *redis.Conn) error {
+	n.tracked = redis.NewClient(ownOptions(opts, func(ctx context.Context, cn *redis.Conn) error {
 		cmd := redis.NewCmd(ctx, "CLIENT", "TRACKING", "on", "REDIRECT", n.subID.Load())
 		if err := cn.Process(ctx, cmd); err != nil {
 			return err
@@ -400,4 +384,26 @@ func (t *tracker) close() {
 		}
 	}
 	t.wg.Wait()
+}
+
+// ownOptions are the options of a client of the library's own for the
+// node of opts: its address, credentials, TLS and dialer, in RESP2 (which
+// invalidation messages need), with one connection, whose calls end at
+// their deadlines, and onConnect run on each new connection after the
+// user's own OnConnect.
+func ownOptions(opts *redis.Options, onConnect func(ctx context.Context, cn *redis.Conn) error) *redis.Options {
+	userConnect := opts.OnConnect
+	o := *opts
+	o.Protocol = 2
+	o.ContextTimeoutEnabled = true
+	o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 1
+	o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if userConnect != nil {
+			if err := userConnect(ctx, cn); err != nil {
+				return err
+			}
+		}
+		return onConnect(ctx, cn)
+	}
+	return &o
 }

@@ -5,15 +5,6 @@
 //	go run ./examples/userapi
 //
 // works on a machine with nothing installed. See README.md beside this file.
-//
-// The examples need Go 1.22 (net/http method patterns and PathValue), while
-// the library asks only for Go 1.21: the build line keeps them out of older
-// toolchains, and the go:debug line turns the patterns on, which the
-// module's go 1.21 line would otherwise leave off.
-
-//go:build go1.22
-
-//go:debug httpmuxgo121=0
 package main
 
 import (

@@ -1,5 +1,3 @@
-//go:build go1.22
-
 package main
 
 import (

@@ -28,7 +28,7 @@ type localLib struct {
 }
 
 var localLibs = []localLib{
-	{"rediskit-local", func(b *testing.B, c *redis.Client, prefix string) (func(context.Context, string) (profile, error), func()) {
+	{"rediskit", func(b *testing.B, c *redis.Client, prefix string) (func(context.Context, string) (profile, error), func()) {
 		kit := rediskit.NewCache[profile](c, rediskit.WithKeyPrefix(prefix), rediskit.WithLocalCache(10000, time.Minute))
 		return func(ctx context.Context, key string) (profile, error) { return kit.Get(ctx, key[len(prefix):]) },
 			func() { _ = kit.Close() }
@@ -70,7 +70,7 @@ var localLibs = []localLib{
 			return p, json.Unmarshal(bs, &p)
 		}, rc.Close
 	}, true, nil},
-	{"rediskit-redis-hit", func(b *testing.B, c *redis.Client, prefix string) (func(context.Context, string) (profile, error), func()) {
+	{"redis-hit", func(b *testing.B, c *redis.Client, prefix string) (func(context.Context, string) (profile, error), func()) {
 		kit := rediskit.NewCache[profile](c, rediskit.WithKeyPrefix(prefix))
 		return func(ctx context.Context, key string) (profile, error) { return kit.Get(ctx, key[len(prefix):]) },
 			func() { _ = kit.Close() }

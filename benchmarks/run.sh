@@ -31,6 +31,8 @@ else
 	go test -run '^$' -bench 'CacheFleetStampede' -benchtime 50x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheExpiry' -benchtime 100x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheRedisDown' -benchtime 16x -count "$count" . | tee -a "$out"
+	go test -run '^$' -bench 'LocalHit' -benchtime 2s -count "$count" . | tee -a "$out"
+	go test -run '^$' -bench 'LocalStaleness' -benchtime 400x -count "$count" . | tee -a "$out"
 fi
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, Redis $(redis-server --version | cut -d' ' -f3 | tr -d 'v=') on 127.0.0.1 sharing the cores with the client, $(go version | cut -d' ' -f3), $(date -u +%Y-%m-%d)"

@@ -244,7 +244,32 @@ func targets(r results, order []string) []target {
 		ts = append(ts, target{"GetMany(100) within 2× of one round trip (raw MGET of the 100 keys + decoding)",
 			fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 2, false})
 	}
-	return append(ts, loadTargets(r)...)
+	ts = append(ts, loadTargets(r)...)
+	return append(ts, localTargets(r)...)
+}
+
+// localTargets checks the local tier: its hits against a Redis hit and
+// go-redis/cache's TinyLFU tier, and how long a write by another program
+// goes unseen.
+func localTargets(r results) []target {
+	var ts []target
+	if ns, ok := r.get("LocalHit/rediskit", "ns/op"); ok {
+		if redis, ok := r.get("LocalHit/redis-hit", "ns/op"); ok {
+			ts = append(ts, target{"local hit at least 20× faster than a Redis hit (rediskit Get without the tier)",
+				fmt.Sprintf("%s× (%s ns vs %s ns)", num(redis/ns), num(ns), num(redis)), redis/ns >= 20, false})
+		}
+		if peer, ok := r.get("LocalHit/go-redis-cache-tinylfu", "ns/op"); ok {
+			a, pa := r.must("LocalHit/rediskit", "allocs/op"), r.must("LocalHit/go-redis-cache-tinylfu", "allocs/op")
+			ts = append(ts, target{"local hit no slower than go-redis/cache's TinyLFU hit, and no more allocations",
+				fmt.Sprintf("%s ns vs %s ns; %s vs %s allocs", num(ns), num(peer), num(a), num(pa)), ns <= peer && a <= pa, false})
+		}
+	}
+	if p99, ok := r.worst("LocalStaleness/rediskit", "p99-µs"); ok {
+		p50, _ := r.get("LocalStaleness/rediskit", "p50-µs")
+		ts = append(ts, target{"after a write by another program, the local tier stops serving the old value within p99 ≤ 5 ms (tracking on, loopback)",
+			fmt.Sprintf("p50 %s µs, p99 %s µs (the worst run's), from the SET's send to the reader's first read of the new value", num(p50), num(p99)), p99 <= 5000, false})
+	}
+	return ts
 }
 
 // swrRoundTrips is how many round trips, made the same way, a value served
@@ -515,6 +540,12 @@ func main() {
 	fmt.Fprintln(w, "### Cache at expiry: one caller's GetOrLoad, 10 ms loader, each op after the same pause (stale-while-revalidate: WithStaleWhileRevalidate(10s), a value 1 s past its TTL; plain-miss: no window, a key whose TTL has just run out; fresh-hit: the window, a value 1 s before its TTL; /cte: on a client that honours contexts, where GetOrLoad reads on the caller's goroutine, not on one it can abandon; ÷ floor: raw GET + json.Unmarshal made the same way)")
 	fmt.Fprintln(w)
 	table(w, r, order, "CacheExpiry", []string{"p50-µs", "p99-µs", "loads/op"}, "p50-µs", "CacheExpiry/raw-goredis-json/hit", false, "raw-goredis-json")
+	fmt.Fprintln(w, "### Local tier, hit: one present key (a 250-byte profile) read from each library's in-process tier once it holds it (rediskit: WithLocalCache; go-redis-cache-tinylfu: go-redis/cache with NewTinyLFU; go-redis-csc: go-redis v9.23's experimental client-side cache, RESP3; rueidis-docache: rueidis DoCache + json.Unmarshal; ÷ floor: redis-hit, a rediskit Get without the tier, one round trip)")
+	fmt.Fprintln(w)
+	table(w, r, order, "LocalHit", []string{"ns/op", "allocs/op", "B/op", "req/op", "srvcmd/op"}, "ns/op", "LocalHit/redis-hit", false, "redis-hit")
+	fmt.Fprintln(w, "### Local tier, staleness: a plain client overwrites the key; the time from its SET's send to the reader (reading every ~60 µs) getting the new value (go-redis/cache's TinyLFU tier is left out: it never hears of other programs' writes, and serves the old value until its local TTL)")
+	fmt.Fprintln(w)
+	table(w, r, order, "LocalStaleness", []string{"p50-µs", "p99-µs"}, "p99-µs", "", false)
 	fmt.Fprintln(w, "### Cache with Redis down: GetOrLoad on a default go-redis client, each call on its own key with a 500 ms deadline, loader instant, 16 callers at once (refused: nothing listens; blackhole: a listener that accepts and never answers; loader-%: calls that got the loader's value; late-%: calls that returned after their deadline)")
 	fmt.Fprintln(w)
 	table(w, r, order, "CacheRedisDown", []string{"loader-%", "late-%", "p50-µs", "p99-µs", "max-µs"}, "p99-µs", "", false)

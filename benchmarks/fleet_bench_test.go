@@ -106,10 +106,17 @@ type fleetProc struct {
 // startFleet runs the test binary again fleetProcs times as helpers of
 // lib, and waits until each is connected and ready.
 func startFleet(lib string) (*fleet, error) {
+	return startHelpers("TestCacheFleetHelper", envFleetHelper+"="+lib, fleetProcs)
+}
+
+// startHelpers runs the test binary again n times as the helper test
+// named, with env added to their environment, and waits until each says
+// it is ready.
+func startHelpers(test, env string, n int) (*fleet, error) {
 	f := &fleet{}
-	for i := 0; i < fleetProcs; i++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCacheFleetHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), envFleetHelper+"="+lib)
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+		cmd.Env = append(os.Environ(), env)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {

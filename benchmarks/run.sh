@@ -29,6 +29,7 @@ else
 	# Each op of these is a whole stampede, or a call 15 ms apart, or a call
 	# that meets a dead server: few ops keep each line under about a minute.
 	go test -run '^$' -bench 'CacheFleetStampede' -benchtime 50x -count "$count" . | tee -a "$out"
+	go test -run '^$' -bench 'LockFleet' -benchtime 400x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheExpiry' -benchtime 100x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheRedisDown' -benchtime 16x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'LocalHit' -benchtime 2s -count "$count" . | tee -a "$out"

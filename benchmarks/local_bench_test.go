@@ -3,7 +3,6 @@ package benchmarks
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -180,7 +179,7 @@ func BenchmarkLocalStaleness(b *testing.B) {
 						break
 					}
 					if time.Since(t0) > 10*time.Second {
-						b.Fatal(fmt.Sprintf("value %d still served 10 s after it was overwritten", i-1))
+						b.Fatalf("value %d still served 10 s after it was overwritten", i-1)
 					}
 					// Not a spin: the reader leaves the 2 cores to Redis
 					// and the library's listener, as a service would.

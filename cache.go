@@ -283,18 +283,21 @@ type reply struct {
 }
 
 // fetchMany reads keys in one round trip (per node), and their remaining
-// TTLs too when withTTL. An error is one that fails the whole GetMany.
+// TTLs too when withTTL: then each key's value and TTL come from one
+// script, run on its master, so that a replica's older value (a client
+// that reads replicas) or a key expiring between two commands cannot fill
+// the local tier. An error is one that fails the whole GetMany.
 func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, withTTL bool) ([]reply, error) {
 	if _, ok := c.client.(*redis.Client); ok {
 		return c.fetchOnOneNode(ctx, keys, withTTL)
 	}
-	gets := make([]*redis.StringCmd, len(keys))
-	pttls := make([]*redis.DurationCmd, len(keys))
+	cmds := make([]redis.Cmder, len(keys))
 	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, key := range keys {
-			gets[i] = p.Get(ctx, c.cfg.prefix+key)
 			if withTTL {
-				pttls[i] = p.PTTL(ctx, c.cfg.prefix+key)
+				cmds[i] = p.Eval(ctx, readFreshSrc, []string{c.cfg.prefix + key})
+			} else {
+				cmds[i] = p.Get(ctx, c.cfg.prefix+key)
 			}
 		}
 		return nil
@@ -304,15 +307,12 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, withTTL bool) (
 		// which that is depends on the keys' order. Any key's Redis error
 		// fails the call, whatever the order, and names the first such key
 		// as given.
-		for i, cmd := range gets {
+		for i, cmd := range cmds {
 			if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
 				if isWrongType(err) {
 					err = fmt.Errorf("%w: %w", ErrWrongType, err)
 				}
 				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], err)
-			}
-			if withTTL && pttls[i].Err() != nil {
-				return nil, fmt.Errorf("rediskit: get many: %q: %w", keys[i], pttls[i].Err())
 			}
 		}
 		if !errors.Is(err, redis.Nil) {
@@ -320,11 +320,23 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, withTTL bool) (
 		}
 	}
 	out := make([]reply, len(keys))
-	for i, cmd := range gets {
-		out[i].b, out[i].err = cmd.Bytes()
+	for i, cmd := range cmds {
 		out[i].pttl = -1
-		if withTTL {
-			out[i].pttl = pttlOf(pttls[i].Val())
+		switch cmd := cmd.(type) {
+		case *redis.StringCmd:
+			out[i].b, out[i].err = cmd.Bytes()
+		case *redis.Cmd:
+			vals, err := cmd.Slice()
+			if err == nil && len(vals) != 2 {
+				err = fmt.Errorf("unexpected read reply %v", vals)
+			}
+			if err != nil {
+				out[i].err = err // redis.Nil: absent
+				continue
+			}
+			s, _ := vals[0].(string)
+			ms, _ := vals[1].(int64)
+			out[i].b, out[i].pttl = []byte(s), pttlOf(time.Duration(ms)*time.Millisecond)
 		}
 	}
 	return out, nil

@@ -238,7 +238,26 @@ var transientReplies = []string{
 }
 
 // isWrongType reports a WRONGTYPE reply: the key holds another Redis type.
+// A script's error may carry it after a prefix of its own (Redis 6,
+// miniredis: "ERR Error running script ...: WRONGTYPE ...").
 func isWrongType(err error) bool {
 	var replyErr redis.Error
-	return errors.As(err, &replyErr) && strings.HasPrefix(replyErr.Error(), "WRONGTYPE")
+	return errors.As(err, &replyErr) && strings.Contains(replyErr.Error(), "WRONGTYPE")
+}
+
+// unsupported reports an error reply that says the server cannot do what
+// was asked (an unknown command or subcommand, a syntax it does not know):
+// not one that says it cannot now (BUSY running a script, LOADING its
+// data, NOAUTH while a password changes, a cluster that is down).
+func unsupported(err error) bool {
+	var replyErr redis.Error
+	if !errors.As(err, &replyErr) {
+		return false
+	}
+	for _, now := range []string{"BUSY", "LOADING", "NOAUTH", "WRONGPASS", "NOPERM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MISCONF", "OOM"} {
+		if strings.HasPrefix(replyErr.Error(), now) {
+			return false
+		}
+	}
+	return true
 }

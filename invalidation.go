@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,9 @@ type invalidator struct {
 	tracking atomic.Bool          // a node confirmed tracking: writes need not publish
 	nodes    map[string]*listener // by node address: "" for a single node or the fallback
 	closed   bool
+	// masters are a Cluster's masters, asked for at mastersAt.
+	masters   []*redis.Options
+	mastersAt time.Time
 }
 
 // A listener receives one node's invalidations (or the fallback channel's).
@@ -66,45 +70,56 @@ type listener struct {
 // invalidationCheck is how long a listener goes without hearing from its
 // connection before it pings it, and then how long it waits for the answer
 // before it counts the connection as broken.
-const invalidationCheck = time.Second
+const invalidationCheck = 500 * time.Millisecond
 
-// invalidationChannel is the fallback's pub/sub channel for a key prefix.
-func invalidationChannel(prefix string) string { return "rediskit:invalidate:" + prefix }
+// invalidationChannel is the fallback's pub/sub channel: one for every
+// Cache, whatever its prefix, since Caches with different prefixes may
+// reach the same Redis keys ("a:" and "a:b:"). Its messages are the
+// changed Redis keys, a JSON array of base64 strings (keys are any bytes).
+const invalidationChannel = "rediskit:invalidate"
 
 func newInvalidator(client redis.UniversalClient, prefix string, onKeys func([]string), onFlush func()) *invalidator {
 	return &invalidator{
-		client: client, prefix: prefix, channel: invalidationChannel(prefix),
+		client: client, prefix: prefix,
 		onKeys: onKeys, onFlush: onFlush,
 		nodes: map[string]*listener{},
 	}
 }
 
 // ready reports whether changes to rkey will be heard from now on: the
-// listener of its node is up. If that listener is not running, ready starts
-// it in the background and reports false.
+// listeners it needs are up. It starts, in the background, those that are
+// not running, and then reports false. On a Cluster it needs one on every
+// master, not only on rkey's: a read may follow a MOVED to a node the
+// client's slot map does not name yet, and a slot may move between
+// masters while its keys are in the tier.
 func (inv *invalidator) ready(ctx context.Context, rkey string) bool {
-	var opts *redis.Options
-	addr := ""
 	inv.mu.Lock()
 	fallback := inv.fallback
 	inv.mu.Unlock()
-	if !fallback {
-		switch c := inv.client.(type) {
-		case *redis.Client:
-			opts = c.Options()
-		case *redis.ClusterClient:
-			node, err := c.MasterForKey(ctx, rkey)
-			if err != nil {
-				return false
-			}
-			opts, addr = node.Options(), node.Options().Addr
-		default: // a Ring, a wrapper: which node holds rkey is not known
-			inv.mu.Lock()
-			inv.startFallback()
-			inv.mu.Unlock()
-			return false
-		}
+	if fallback {
+		return inv.readyAt(nil, "")
 	}
+	switch c := inv.client.(type) {
+	case *redis.Client:
+		return inv.readyAt(c.Options(), "")
+	case *redis.ClusterClient:
+		masters := inv.clusterMasters(ctx, c)
+		up := len(masters) > 0
+		for _, o := range masters {
+			up = inv.readyAt(o, o.Addr) && up
+		}
+		return up
+	default: // a Ring, a wrapper: which node holds rkey is not known
+		inv.mu.Lock()
+		inv.startFallback()
+		inv.mu.Unlock()
+		return false
+	}
+}
+
+// readyAt reports whether the listener of the node of opts, at addr, is
+// up, and starts it if it is not running. opts nil is the fallback's.
+func (inv *invalidator) readyAt(opts *redis.Options, addr string) bool {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	if inv.closed {
@@ -127,6 +142,42 @@ func (inv *invalidator) ready(ctx context.Context, rkey string) bool {
 	return n.up.Load()
 }
 
+// clusterMasters returns the options of the Cluster's masters, as the
+// client knows them, asked again at most once per invalidationCheck; the
+// listeners of nodes that are no longer masters stop (which flushes the
+// tier: whatever they heard for is no longer theirs to hear).
+func (inv *invalidator) clusterMasters(ctx context.Context, c *redis.ClusterClient) []*redis.Options {
+	inv.mu.Lock()
+	if time.Since(inv.mastersAt) < invalidationCheck && inv.masters != nil {
+		masters := inv.masters
+		inv.mu.Unlock()
+		return masters
+	}
+	inv.mastersAt = time.Now()
+	inv.mu.Unlock()
+	var mu sync.Mutex
+	var masters []*redis.Options
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		masters = append(masters, m.Options())
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	inv.masters = masters
+	for addr, n := range inv.nodes {
+		if addr != "" && !slices.ContainsFunc(masters, func(o *redis.Options) bool { return o.Addr == addr }) {
+			delete(inv.nodes, addr)
+			n.close()
+		}
+	}
+	return masters
+}
+
 // startFallback switches to the fallback channel: tracking listeners stop,
 // and the fallback's starts. Call with inv.mu held.
 func (inv *invalidator) startFallback() {
@@ -134,12 +185,10 @@ func (inv *invalidator) startFallback() {
 		return
 	}
 	inv.fallback = true
+	inv.tracking.Store(false) // this process's writes are published again
 	for addr, n := range inv.nodes {
 		delete(inv.nodes, addr)
-		close(n.stop)
-		if n.ps != nil {
-			_ = n.ps.Close()
-		}
+		n.close()
 	}
 	n := &listener{stop: make(chan struct{})}
 	inv.nodes[""] = n
@@ -154,8 +203,12 @@ func (inv *invalidator) publishes() bool { return !inv.tracking.Load() }
 
 // publish tells the other processes' fallback listeners that rkeys changed.
 func (inv *invalidator) publish(ctx context.Context, p redis.Cmdable, rkeys ...string) {
-	b, _ := json.Marshal(rkeys)
-	p.Publish(ctx, inv.channel, b)
+	raw := make([][]byte, len(rkeys))
+	for i, k := range rkeys {
+		raw[i] = []byte(k)
+	}
+	b, _ := json.Marshal(raw)
+	p.Publish(ctx, invalidationChannel, b)
 }
 
 // trackingOptions are the options of a node's tracking connection: the
@@ -175,6 +228,14 @@ func (inv *invalidator) trackingOptions(opts *redis.Options) *redis.Options {
 	})
 }
 
+// close stops n. Call with inv.mu held.
+func (n *listener) close() {
+	close(n.stop)
+	if n.ps != nil {
+		_ = n.ps.Close()
+	}
+}
+
 // listen keeps n's subscription up until n is stopped or the invalidator
 // closed, passing on what it hears. A tracking node that refuses tracking
 // (an error reply to CLIENT TRACKING: miniredis, Redis 5, a proxy) turns
@@ -187,12 +248,11 @@ func (inv *invalidator) listen(n *listener, addr string) {
 	wait := 50 * time.Millisecond
 	for {
 		ps, err := inv.subscribe(n)
-		var replyErr redis.Error
 		switch {
 		case err == nil:
 			wait = 50 * time.Millisecond
 			inv.receive(n, ps)
-		case n.client != nil && errors.As(err, &replyErr):
+		case n.client != nil && unsupported(err):
 			inv.mu.Lock()
 			inv.startFallback()
 			inv.mu.Unlock()
@@ -221,7 +281,7 @@ func (inv *invalidator) subscribe(n *listener) (*redis.PubSub, error) {
 	if n.client != nil {
 		ps = n.client.Subscribe(ctx, "__redis__:invalidate")
 	} else {
-		ps = inv.client.Subscribe(ctx, inv.channel)
+		ps = inv.client.Subscribe(ctx, invalidationChannel)
 	}
 	inv.mu.Lock()
 	select {
@@ -277,10 +337,14 @@ func (inv *invalidator) receive(n *listener, ps *redis.PubSub) {
 		case n.client != nil:
 			inv.onKeys(m.PayloadSlice)
 		default:
-			var rkeys []string
-			if json.Unmarshal([]byte(m.Payload), &rkeys) != nil {
+			var raw [][]byte
+			if json.Unmarshal([]byte(m.Payload), &raw) != nil {
 				inv.onFlush()
 				continue
+			}
+			rkeys := make([]string, len(raw))
+			for i, k := range raw {
+				rkeys[i] = string(k)
 			}
 			inv.onKeys(rkeys)
 		}
@@ -296,10 +360,7 @@ func (inv *invalidator) close() {
 	}
 	inv.closed = true
 	for _, n := range inv.nodes {
-		close(n.stop)
-		if n.ps != nil {
-			_ = n.ps.Close()
-		}
+		n.close()
 	}
 	inv.mu.Unlock()
 	inv.wg.Wait()

@@ -79,10 +79,14 @@ func (l *localTier[T]) get(key string) (localEntry[T], bool) {
 
 // begin starts a read of key whose reply may fill the tier.
 func (l *localTier[T]) begin(ctx context.Context, key string) fill {
+	// Registered first: a listener that goes down after ready said it was
+	// up flushes the tier, which the fill then sees.
+	f := l.register(key)
 	if !l.inv.ready(ctx, l.prefix+key) {
+		l.end(f, nil)
 		return fill{}
 	}
-	return l.register(key)
+	return f
 }
 
 // register records a read of key in flight, whose key's listener is up.

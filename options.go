@@ -317,22 +317,26 @@ func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta 
 // Redis keeps it coherent, whoever writes: the Cache hears from Redis of
 // every key written, deleted, expired or evicted under its prefix (CLIENT
 // TRACKING in BCAST mode, Redis 6 and later, on one connection of its own
-// per node), and drops the key, a few hundred microseconds after the write
-// on loopback. A value read before a write it was told about is never
-// served after it. When that connection breaks or goes quiet (no answer
-// to a ping within a second), the whole tier is emptied, and it fills
-// again only once the Cache listens again. Give the Cache a prefix of its
-// own ([WithKeyPrefix]): without one it hears of every write to the
-// database. The Cache's own writes drop its entries at once.
+// per node; on a Cluster, on every master), and drops the key as the
+// message arrives, about when the writer gets its reply. A value read
+// before a write it was told about is never served after it. When that
+// connection breaks, the whole tier is emptied at once; when it goes
+// silent (a network that drops everything), within a second (it is pinged
+// after half a second of silence). The tier fills again only once the
+// Cache listens again. Give the Cache a prefix of its own
+// ([WithKeyPrefix]): without one it hears of every write to the database.
+// The Cache's own writes drop its entries before they return.
 //
 // Where Redis cannot track keys (Redis 5, miniredis, a proxy that refuses
 // CLIENT TRACKING, a Ring), the Caches publish the keys they write on a
-// pub/sub channel that the others listen to: writes by other programs are
+// pub/sub channel that all of them listen to: writes by other programs are
 // then seen only when ttl runs out.
 //
-// Hits return copies of the same decoded value: slices, maps and pointers
-// inside T are shared between callers and with the tier, and must not be
-// modified. Off by default; maxEntries and ttl must be positive.
+// The tier keeps the values that reads decode, and returns them as they
+// are: what Get, GetMany and GetOrLoad return (from the tier or from
+// Redis) is a copy of T whose slices, maps and pointers are shared with
+// the tier and other callers, and must not be modified. Off by default;
+// maxEntries and ttl must be positive.
 func WithLocalCache(maxEntries int, ttl time.Duration) Option {
 	return localOption{maxEntries, ttl}
 }

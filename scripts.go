@@ -203,13 +203,18 @@ return r
 //
 // KEYS[1] the key. Reply: {bytes, pttl}, or nil when the key is absent. A
 // key of another type gives WRONGTYPE, as GET would.
-var readFreshScript = redis.NewScript(`
+var readFreshScript = redis.NewScript(readFreshSrc)
+
+// readFreshSrc is readFreshScript's source, which GetMany sends whole
+// (EVAL) in its pipelines: go-redis does not retry a pipelined EVALSHA
+// that meets NOSCRIPT.
+const readFreshSrc = `
 local v = redis.call('GET', KEYS[1])
 if not v then
 	return false
 end
 return {v, redis.call('PTTL', KEYS[1])}
-`)
+`
 
 // leaseWriteScript ends a load lease: it writes the value loaded under it,
 // unless the lease is gone (a Delete removed it: the value may be stale) or

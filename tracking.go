@@ -198,15 +198,15 @@ func (t *tracker) unwatch(w *keyWatch) {
 }
 
 // start sets up the node's pair and then receives its invalidations until
-// closed. When the server refuses tracking (an error reply: miniredis,
-// Redis 5, a proxy), the node keeps the error, and tracking is unavailable
-// there; after any other failure (the server unreachable for now), the node
-// is dropped, and the next watch sets it up again.
+// closed. When the server cannot track (an error reply such as an unknown
+// command: miniredis, Redis 5, a proxy), the node keeps the error, and
+// tracking is unavailable there; after any other failure (the server
+// unreachable, or busy, for now), the node is dropped, and the next watch
+// sets it up again.
 func (n *trackNode) start(opts *redis.Options, addr string) {
 	defer n.t.wg.Done()
 	if !n.setup(opts) {
-		var replyErr redis.Error
-		if !errors.As(n.err, &replyErr) {
+		if !unsupported(n.err) {
 			n.t.mu.Lock()
 			if n.t.nodes[addr] == n {
 				delete(n.t.nodes, addr)

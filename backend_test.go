@@ -130,7 +130,7 @@ var ignoreMiniredis = []goleak.Option{
 }
 
 // newLocker returns a Locker closed when the test ends.
-func newLocker(t *testing.T, client redis.UniversalClient, opts ...rediskit.Option) *rediskit.Locker {
+func newLocker(t *testing.T, client redis.UniversalClient, opts ...rediskit.LockerOption) *rediskit.Locker {
 	t.Helper()
 	l := rediskit.NewLocker(client, opts...)
 	t.Cleanup(func() { _ = l.Close() })
@@ -138,7 +138,7 @@ func newLocker(t *testing.T, client redis.UniversalClient, opts ...rediskit.Opti
 }
 
 // newCache returns a Cache closed when the test ends.
-func newCache[T any](t *testing.T, client redis.UniversalClient, opts ...rediskit.Option) *rediskit.Cache[T] {
+func newCache[T any](t *testing.T, client redis.UniversalClient, opts ...rediskit.CacheOption) *rediskit.Cache[T] {
 	t.Helper()
 	c := rediskit.NewCache[T](client, opts...)
 	t.Cleanup(func() { _ = c.Close() })

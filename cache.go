@@ -52,13 +52,13 @@ type Cache[T any] struct {
 // any go-redis client: single node, Sentinel, Ring or Cluster. With a nil
 // client or an invalid option, NewCache does not panic; every method of the
 // Cache returns an error wrapping [ErrInvalidArgument].
-func NewCache[T any](client redis.UniversalClient, opts ...Option) *Cache[T] {
-	c := &Cache[T]{client: client, cfg: newConfig(opts), calls: newCalls(client)}
+func NewCache[T any](client redis.UniversalClient, opts ...CacheOption) *Cache[T] {
+	c := &Cache[T]{client: client, cfg: newCacheConfig(opts), calls: newCalls(client)}
 	if !isNilClient(client) {
 		c.notify = newNotifier(client)
 	}
 	if c.cfg.err == nil && isNilClient(client) {
-		c.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
+		c.cfg.err = fmt.Errorf("nil client: %w", ErrInvalidArgument)
 	}
 	if c.cfg.err == nil && c.cfg.localMax > 0 {
 		c.local = newLocalTier[T](client, c.cfg.prefix, c.cfg.localMax, c.cfg.localTTL)
@@ -144,6 +144,9 @@ func (c *Cache[T]) decode(key string, b []byte, err error) (T, error) {
 
 // Set stores value under key for ttl, in one round trip. A ttl of 0 means the
 // Cache's default TTL (see [WithDefaultTTL]); TTLs keep their milliseconds.
+// With the default JSON codec, a nil pointer, slice or map is stored as
+// null, which Get returns as T's zero value with a nil error, and
+// unexported fields of T are not stored.
 // It returns an error wrapping [ErrInvalidArgument] for an empty key, a
 // negative ttl or one below a millisecond, or a value the codec cannot
 // encode; nothing is written then.

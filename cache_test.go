@@ -604,3 +604,33 @@ func TestCacheGetManyIsOneCommandOnOneNode(t *testing.T) {
 		assert.Contains(t, err.Error(), `"hash"`)
 	})
 }
+
+// JSON's edge cases, as documented: a nil pointer is stored as null and
+// read back as nil with a nil error; unexported fields are not stored; a
+// stored object with none of T's fields decodes to the zero value.
+func TestCacheJSONEdgeCases(t *testing.T) {
+	client, mr := onMiniredis(t)
+	ctx := context.Background()
+	type user struct {
+		Name   string
+		secret string
+	}
+	ptrs := newCache[*user](t, client)
+	require.NoError(t, ptrs.Set(ctx, "nil", nil, 0))
+	raw, err := mr.Get("nil")
+	require.NoError(t, err)
+	assert.Equal(t, "null", raw)
+	got, err := ptrs.Get(ctx, "nil")
+	require.NoError(t, err)
+	assert.Nil(t, got)
+
+	users := newCache[user](t, client)
+	require.NoError(t, users.Set(ctx, "u", user{Name: "ann", secret: "s"}, 0))
+	raw, err = mr.Get("u")
+	require.NoError(t, err)
+	assert.Equal(t, `{"Name":"ann"}`, raw)
+	require.NoError(t, mr.Set("other", `{"id":1}`))
+	u, err := users.Get(ctx, "other")
+	require.NoError(t, err)
+	assert.Equal(t, user{}, u)
+}

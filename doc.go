@@ -12,14 +12,25 @@
 //		return doWork(ctx)
 //	}, rediskit.WithLockWait(5*time.Second))
 //
+//	if err != nil {
+//		return err // wrapping rediskit.ErrNotObtained if the lock stayed held
+//	}
+//
 //	users := rediskit.NewCache[User](client)
 //	u, err := users.GetOrLoad(ctx, "user:42", time.Hour, loadUser)
+//	if err != nil {
+//		return err
+//	}
+//	fmt.Println(u.Name)
 //
 // A [Locker] hands out locks ([Lock]) with [Locker.TryAcquire],
 // [Locker.AcquireWithTimeout] and [Locker.WithLock]. A [Cache] stores typed
 // values as plain JSON (or through any [Codec]). Both take any
 // [redis.UniversalClient]: a single node, Sentinel, Ring or Redis Cluster,
-// and are configured with [Option] values.
+// and are configured with options: a Locker with [LockerOption] values, a
+// Cache with [CacheOption] values, and both with [Option] values (a key
+// prefix, a hook, a backoff), so that an option meant for the other does
+// not compile.
 //
 // # Guarantees
 //
@@ -116,10 +127,10 @@
 //
 // Fencing tokens strictly increase for each new holder of a key. They are
 // max(last fence + 1, the Redis server's clock in microseconds), so they
-// stay increasing even after their counter key expires, 24 hours after the
-// key's last acquisition; counters therefore do not pile up. The counter
-// lives next to the lock key, in the same Redis Cluster slot whatever braces
-// the key contains.
+// stay increasing even after their counter key expires, 24 hours plus the
+// lock's TTL after the key's last acquisition; counters therefore do not
+// pile up. The counter lives next to the lock key, as {key}key:fence (in
+// the same Redis Cluster slot, whatever braces the key contains).
 //
 // Cache values are stored under their key exactly as the codec encodes them:
 // with the default JSON codec, a Python service using json.dumps and

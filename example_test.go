@@ -79,7 +79,7 @@ func ExampleLocker_AcquireWithTimeout() {
 	fmt.Println(err)
 	// Output:
 	// got the lock after the holder; fence increased: true
-	// rediskit: acquire "report": rediskit: lock not obtained
+	// rediskit: acquire "report": lock not obtained
 }
 
 func ExampleLocker_WithLock() {

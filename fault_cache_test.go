@@ -17,7 +17,7 @@ import (
 
 // proxiedCache returns a Cache on a default go-redis client that reaches
 // the standalone Redis through a fault proxy, warmed up, and a fresh key.
-func proxiedCache(t *testing.T, opts ...rediskit.Option) (*faultProxy, *rediskit.Cache[string], string) {
+func proxiedCache(t *testing.T, opts ...rediskit.CacheOption) (*faultProxy, *rediskit.Cache[string], string) {
 	t.Helper()
 	addr := os.Getenv(envStandalone)
 	if addr == "" {

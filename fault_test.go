@@ -950,12 +950,12 @@ func TestFaultBackoff(t *testing.T) {
 		raw := v.direct(t)
 		for _, tc := range []struct {
 			name   string
-			opts   []rediskit.Option
+			opts   []rediskit.LockerOption
 			most   time.Duration // the longest sleep the backoff allows
 			settle time.Duration // to let the backoff reach its longest sleeps
 			trials int
 		}{
-			{"ConstantBackoff(100ms)", []rediskit.Option{rediskit.WithRetryBackoff(rediskit.ConstantBackoff(100 * time.Millisecond))},
+			{"ConstantBackoff(100ms)", []rediskit.LockerOption{rediskit.WithRetryBackoff(rediskit.ConstantBackoff(100 * time.Millisecond))},
 				100 * time.Millisecond, 300 * time.Millisecond, 6},
 			// 8+16+...+256 ms: the cap is reached after about 0.5 s.
 			{"default ExponentialBackoff(8ms, 512ms)", nil, 512 * time.Millisecond, 600 * time.Millisecond, 5},

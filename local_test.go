@@ -20,9 +20,9 @@ import (
 
 // localCache returns a Cache with a local tier under the backend's prefix,
 // closed when the test ends.
-func localCache[T any](t *testing.T, b *backend, ttl time.Duration, opts ...rediskit.Option) *rediskit.Cache[T] {
+func localCache[T any](t *testing.T, b *backend, ttl time.Duration, opts ...rediskit.CacheOption) *rediskit.Cache[T] {
 	t.Helper()
-	opts = append([]rediskit.Option{rediskit.WithKeyPrefix(b.prefix), rediskit.WithLocalCache(1000, ttl)}, opts...)
+	opts = append([]rediskit.CacheOption{rediskit.WithKeyPrefix(b.prefix), rediskit.WithLocalCache(1000, ttl)}, opts...)
 	return newCache[T](t, b.client, opts...)
 }
 
@@ -377,7 +377,7 @@ func TestLocalCacheClusterFailover(t *testing.T) {
 
 func TestLocalCacheOptionChecked(t *testing.T) {
 	client, _ := onMiniredis(t)
-	for _, o := range []rediskit.Option{
+	for _, o := range []rediskit.CacheOption{
 		rediskit.WithLocalCache(0, time.Minute),
 		rediskit.WithLocalCache(-1, time.Minute),
 		rediskit.WithLocalCache(10, 0),

@@ -30,10 +30,10 @@ type Locker struct {
 // any go-redis client: single node, Sentinel, Ring or Cluster. With a nil
 // client or an invalid option, NewLocker does not panic; every method of the
 // Locker returns an error wrapping [ErrInvalidArgument].
-func NewLocker(client redis.UniversalClient, opts ...Option) *Locker {
-	l := &Locker{store: newSingle(client), cfg: newConfig(opts)}
+func NewLocker(client redis.UniversalClient, opts ...LockerOption) *Locker {
+	l := &Locker{store: newSingle(client), cfg: newLockerConfig(opts)}
 	if l.cfg.err == nil && isNilClient(client) {
-		l.cfg.err = fmt.Errorf("rediskit: nil client: %w", ErrInvalidArgument)
+		l.cfg.err = fmt.Errorf("nil client: %w", ErrInvalidArgument)
 	}
 	return l
 }
@@ -389,7 +389,10 @@ func (lk *Lock) check(op string) error {
 	if lk == nil || lk.l == nil || lk.args.token == "" {
 		return fmt.Errorf("rediskit: %s: nil or zero Lock: %w", op, ErrInvalidArgument)
 	}
-	return lk.l.cfg.err
+	if err := lk.l.cfg.err; err != nil {
+		return fmt.Errorf("rediskit: %s %q: %w", op, lk.key, err)
+	}
+	return nil
 }
 
 // validUntil returns the time until which a lock whose TTL was set to ttl

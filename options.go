@@ -6,17 +6,30 @@ import (
 	"time"
 )
 
-// Option configures a Locker or a Cache. Options are passed to [NewLocker]
-// and [NewCache]; each documents which of the two it affects and its
+// LockerOption configures a Locker: [NewLocker] and [NewRedlock] take
+// them. (WithLock's own options, for one call, are [LockOption]s.)
+type LockerOption interface {
+	applyLocker(*config)
+}
+
+// CacheOption configures a Cache: [NewCache] takes them.
+type CacheOption interface {
+	applyCache(*config)
+}
+
+// Option configures a Locker and a Cache alike: it is both a LockerOption
+// and a CacheOption. Options meant for one of the two have that one's type,
+// so that one given to the other does not compile. Each documents its
 // default. An option given an invalid value does not panic: every method of
 // the Locker or Cache built with it returns an error wrapping
 // [ErrInvalidArgument].
 type Option interface {
-	apply(*config)
+	LockerOption
+	CacheOption
 }
 
-// config is what the options set. One literal of defaults in newConfig is
-// the only place defaults live.
+// config is what the options set. The literal in defaults is the only
+// place defaults live.
 type config struct {
 	prefix string
 	hook   func(Event)
@@ -40,17 +53,32 @@ type config struct {
 	err error // the first invalid option
 }
 
-func newConfig(opts []Option) config {
-	c := config{
+// defaults is the one literal of defaults.
+func defaults() config {
+	return config{
 		backoff:     ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond),
 		defaultTTL:  time.Hour,
 		codec:       JSONCodec{},
 		loadTimeout: time.Minute,
 		leaseTTL:    3 * time.Second,
 	}
+}
+
+func newLockerConfig(opts []LockerOption) config {
+	c := defaults()
 	for _, o := range opts {
 		if o != nil {
-			o.apply(&c)
+			o.applyLocker(&c)
+		}
+	}
+	return c
+}
+
+func newCacheConfig(opts []CacheOption) config {
+	c := defaults()
+	for _, o := range opts {
+		if o != nil {
+			o.applyCache(&c)
 		}
 	}
 	return c
@@ -58,7 +86,7 @@ func newConfig(opts []Option) config {
 
 func (c *config) invalid(format string, args ...any) {
 	if c.err == nil {
-		c.err = fmt.Errorf("rediskit: option "+format+": %w", append(args, ErrInvalidArgument)...)
+		c.err = fmt.Errorf("option "+format+": %w", append(args, ErrInvalidArgument)...)
 	}
 }
 
@@ -70,8 +98,9 @@ func WithKeyPrefix(prefix string) Option { return prefixOption(prefix) }
 
 type prefixOption string
 
-func (o prefixOption) apply(c *config) { c.prefix = string(o) }
-func (o prefixOption) String() string  { return fmt.Sprintf("WithKeyPrefix(%q)", string(o)) }
+func (o prefixOption) applyLocker(c *config) { o.applyCache(c) }
+func (o prefixOption) applyCache(c *config)  { c.prefix = string(o) }
+func (o prefixOption) String() string        { return fmt.Sprintf("WithKeyPrefix(%q)", string(o)) }
 
 // WithHook returns an Option that calls hook for every [Event] of a Locker
 // or Cache. The hook runs synchronously on the goroutine that caused the
@@ -81,8 +110,9 @@ func WithHook(hook func(Event)) Option { return hookOption{hook} }
 
 type hookOption struct{ hook func(Event) }
 
-func (o hookOption) apply(c *config) { c.hook = o.hook }
-func (o hookOption) String() string  { return "WithHook(...)" }
+func (o hookOption) applyLocker(c *config) { o.applyCache(c) }
+func (o hookOption) applyCache(c *config)  { c.hook = o.hook }
+func (o hookOption) String() string        { return "WithHook(...)" }
 
 // WithRetryBackoff returns an Option that sets how long a Locker's waiting
 // acquisitions, and a Cache's GetOrLoad waiting for another process's load
@@ -94,7 +124,8 @@ func WithRetryBackoff(b Backoff) Option { return backoffOption{b} }
 
 type backoffOption struct{ b Backoff }
 
-func (o backoffOption) apply(c *config) {
+func (o backoffOption) applyLocker(c *config) { o.applyCache(c) }
+func (o backoffOption) applyCache(c *config) {
 	if o.b == nil {
 		c.invalid("WithRetryBackoff(nil)")
 		return
@@ -103,14 +134,14 @@ func (o backoffOption) apply(c *config) {
 }
 func (o backoffOption) String() string { return fmt.Sprintf("WithRetryBackoff(%v)", o.b) }
 
-// WithDefaultTTL returns an Option that sets the expiry a Cache uses for a
+// WithDefaultTTL returns a CacheOption that sets the expiry a Cache uses for a
 // write with ttl 0. The default is one hour. A ttl below one millisecond is
 // invalid.
-func WithDefaultTTL(ttl time.Duration) Option { return defaultTTLOption(ttl) }
+func WithDefaultTTL(ttl time.Duration) CacheOption { return defaultTTLOption(ttl) }
 
 type defaultTTLOption time.Duration
 
-func (o defaultTTLOption) apply(c *config) {
+func (o defaultTTLOption) applyCache(c *config) {
 	if time.Duration(o) < time.Millisecond {
 		c.invalid("WithDefaultTTL(%v)", time.Duration(o))
 		return
@@ -119,13 +150,13 @@ func (o defaultTTLOption) apply(c *config) {
 }
 func (o defaultTTLOption) String() string { return fmt.Sprintf("WithDefaultTTL(%v)", time.Duration(o)) }
 
-// WithCodec returns an Option that sets how a Cache encodes values. The
+// WithCodec returns a CacheOption that sets how a Cache encodes values. The
 // default is [JSONCodec], which stores plain JSON. A nil codec is invalid.
-func WithCodec(codec Codec) Option { return codecOption{codec} }
+func WithCodec(codec Codec) CacheOption { return codecOption{codec} }
 
 type codecOption struct{ codec Codec }
 
-func (o codecOption) apply(c *config) {
+func (o codecOption) applyCache(c *config) {
 	if o.codec == nil {
 		c.invalid("WithCodec(nil)")
 		return
@@ -134,15 +165,15 @@ func (o codecOption) apply(c *config) {
 }
 func (o codecOption) String() string { return fmt.Sprintf("WithCodec(%T)", o.codec) }
 
-// WithTTLJitter returns an Option that shortens each Cache write's TTL by a
+// WithTTLJitter returns a CacheOption that shortens each Cache write's TTL by a
 // random amount of up to fraction of it, so that keys written together do
 // not all expire together. A TTL is never lengthened. The default is 0, no
 // jitter; a fraction outside [0, 1) is invalid.
-func WithTTLJitter(fraction float64) Option { return jitterOption(fraction) }
+func WithTTLJitter(fraction float64) CacheOption { return jitterOption(fraction) }
 
 type jitterOption float64
 
-func (o jitterOption) apply(c *config) {
+func (o jitterOption) applyCache(c *config) {
 	if !(o >= 0 && o < 1) { // also rejects NaN
 		c.invalid("WithTTLJitter(%v)", float64(o))
 		return
@@ -151,17 +182,17 @@ func (o jitterOption) apply(c *config) {
 }
 func (o jitterOption) String() string { return fmt.Sprintf("WithTTLJitter(%v)", float64(o)) }
 
-// WithNegativeCaching returns an Option that makes Cache.GetOrLoad remember,
+// WithNegativeCaching returns a CacheOption that makes Cache.GetOrLoad remember,
 // for ttl, that its loader returned an error wrapping [ErrNotFound]: until
 // then GetOrLoad and Get return ErrNotFound for the key without calling the
 // loader. The marker stored in Redis starts with a NUL byte, so it can never
 // be mistaken for a JSON value. A ttl of 0 means one minute; a negative ttl
 // is invalid. Negative caching is off by default.
-func WithNegativeCaching(ttl time.Duration) Option { return negativeOption(ttl) }
+func WithNegativeCaching(ttl time.Duration) CacheOption { return negativeOption(ttl) }
 
 type negativeOption time.Duration
 
-func (o negativeOption) apply(c *config) {
+func (o negativeOption) applyCache(c *config) {
 	switch d := time.Duration(o); {
 	case d == 0:
 		c.negativeTTL = time.Minute
@@ -175,16 +206,16 @@ func (o negativeOption) String() string {
 	return fmt.Sprintf("WithNegativeCaching(%v)", time.Duration(o))
 }
 
-// WithLoadTimeout returns an Option that bounds each load that
+// WithLoadTimeout returns a CacheOption that bounds each load that
 // Cache.GetOrLoad runs. The load runs on a context detached from the
 // callers' cancellation, so this bound, and [Cache.Close], are what stop a
 // load that every caller has given up on. The default is one minute; a
 // timeout below one millisecond is invalid.
-func WithLoadTimeout(timeout time.Duration) Option { return loadTimeoutOption(timeout) }
+func WithLoadTimeout(timeout time.Duration) CacheOption { return loadTimeoutOption(timeout) }
 
 type loadTimeoutOption time.Duration
 
-func (o loadTimeoutOption) apply(c *config) {
+func (o loadTimeoutOption) applyCache(c *config) {
 	if time.Duration(o) < time.Millisecond {
 		c.invalid("WithLoadTimeout(%v)", time.Duration(o))
 		return
@@ -195,7 +226,7 @@ func (o loadTimeoutOption) String() string {
 	return fmt.Sprintf("WithLoadTimeout(%v)", time.Duration(o))
 }
 
-// WithLoadLease returns an Option that sets how Cache.GetOrLoad keeps
+// WithLoadLease returns a CacheOption that sets how Cache.GetOrLoad keeps
 // processes from loading the same key at once. On a miss, a process takes
 // the key's lease (a companion key in the same cluster slot, "{tag}key:lease",
 // holding a random token) in the same round trip as its read, and loads; the
@@ -212,11 +243,11 @@ func (o loadTimeoutOption) String() string {
 // The default is a lease of 3 seconds. A ttl of 0 turns leases off: loads
 // are then shared within a process only, without the lease's writes. A ttl
 // between 0 and 10 milliseconds, or negative, is invalid.
-func WithLoadLease(ttl time.Duration) Option { return leaseOption(ttl) }
+func WithLoadLease(ttl time.Duration) CacheOption { return leaseOption(ttl) }
 
 type leaseOption time.Duration
 
-func (o leaseOption) apply(c *config) {
+func (o leaseOption) applyCache(c *config) {
 	if d := time.Duration(o); d != 0 && d < 10*time.Millisecond {
 		c.invalid("WithLoadLease(%v)", d)
 		return
@@ -225,7 +256,7 @@ func (o leaseOption) apply(c *config) {
 }
 func (o leaseOption) String() string { return fmt.Sprintf("WithLoadLease(%v)", time.Duration(o)) }
 
-// WithStaleWhileRevalidate returns an Option that lets Cache.GetOrLoad
+// WithStaleWhileRevalidate returns a CacheOption that lets Cache.GetOrLoad
 // answer, at once, with a value up to window past its TTL, and refresh it
 // with one background load: one per key in the process, and one in the
 // fleet while leases are on ([WithLoadLease]). The refresh replaces the
@@ -239,25 +270,25 @@ func (o leaseOption) String() string { return fmt.Sprintf("WithLoadLease(%v)", t
 // a value's last window of its Redis TTL is its stale period, whoever wrote
 // it. Get and GetMany, which cannot refresh, return a value until Redis
 // drops it. Off by default; a negative window is invalid.
-func WithStaleWhileRevalidate(window time.Duration) Option {
+func WithStaleWhileRevalidate(window time.Duration) CacheOption {
 	return staleOption{window, false}
 }
 
-// WithStaleIfError returns an Option that lets Cache.GetOrLoad answer with
+// WithStaleIfError returns a CacheOption that lets Cache.GetOrLoad answer with
 // a value up to window past its TTL when the loader fails on it: the
 // loader is called as on a miss (one shared load), and its error goes to
 // the hook ([EventLoadError]) instead of the callers. A miss, or Redis
 // failing, has no value to fall back on and returns the loader's error as
 // before. Storage is as for [WithStaleWhileRevalidate], whose window comes
 // first when both are set. Off by default; a negative window is invalid.
-func WithStaleIfError(window time.Duration) Option { return staleOption{window, true} }
+func WithStaleIfError(window time.Duration) CacheOption { return staleOption{window, true} }
 
 type staleOption struct {
 	window  time.Duration
 	ifError bool
 }
 
-func (o staleOption) apply(c *config) {
+func (o staleOption) applyCache(c *config) {
 	switch {
 	case o.window < 0:
 		c.invalid("%v", o)
@@ -274,7 +305,7 @@ func (o staleOption) String() string {
 	return fmt.Sprintf("WithStaleWhileRevalidate(%v)", o.window)
 }
 
-// WithEarlyRefresh returns an Option that makes Cache.GetOrLoad refresh hot
+// WithEarlyRefresh returns a CacheOption that makes Cache.GetOrLoad refresh hot
 // values before they expire, by probabilistic early recomputation (XFetch,
 // Vattani, Chierichetti and Lowenstein, VLDB 2015): a read with time r left
 // before the value's TTL runs out starts a background refresh when
@@ -288,11 +319,11 @@ func (o staleOption) String() string {
 // 1 is the paper's choice; above 1 refreshes earlier. GetOrLoad then reads
 // the value's remaining TTL in the same round trip. Off by default; beta
 // must be positive.
-func WithEarlyRefresh(beta float64) Option { return earlyOption(beta) }
+func WithEarlyRefresh(beta float64) CacheOption { return earlyOption(beta) }
 
 type earlyOption float64
 
-func (o earlyOption) apply(c *config) {
+func (o earlyOption) applyCache(c *config) {
 	if !(o > 0) || math.IsInf(float64(o), 1) {
 		c.invalid("%v", o)
 		return
@@ -307,7 +338,7 @@ func (c *config) staleWindow() time.Duration { return max(c.staleServe, c.staleE
 // readsExpiry reports whether GetOrLoad reads values' remaining TTLs.
 func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta > 0 }
 
-// WithLocalCache returns an Option that puts an in-process first level in
+// WithLocalCache returns a CacheOption that puts an in-process first level in
 // front of Redis: up to maxEntries decoded values, each kept at most ttl
 // (and never past its TTL in Redis), evicted by W-TinyLFU
 // (github.com/maypok86/otter/v2). Get, GetMany and GetOrLoad answer from it
@@ -337,7 +368,7 @@ func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta 
 // Redis) is a copy of T whose slices, maps and pointers are shared with
 // the tier and other callers, and must not be modified. Off by default;
 // maxEntries and ttl must be positive.
-func WithLocalCache(maxEntries int, ttl time.Duration) Option {
+func WithLocalCache(maxEntries int, ttl time.Duration) CacheOption {
 	return localOption{maxEntries, ttl}
 }
 
@@ -346,7 +377,7 @@ type localOption struct {
 	ttl        time.Duration
 }
 
-func (o localOption) apply(c *config) {
+func (o localOption) applyCache(c *config) {
 	if o.maxEntries <= 0 || o.ttl < time.Millisecond {
 		c.invalid("WithLocalCache(%d, %v)", o.maxEntries, o.ttl)
 		return

@@ -33,8 +33,9 @@ import (
 // acquisitions are woken through the first node's pub/sub, and fall back to
 // backoff when it is down.
 //
-// There must be an odd number of at least three clients, none nil;
-// otherwise every method returns an error wrapping [ErrInvalidArgument].
+// There must be an odd number of at least three clients, none nil and no
+// two of them the same client or the same address; otherwise every method
+// returns an error wrapping [ErrInvalidArgument].
 // A TTL below [MinRedlockTTL] is an ErrInvalidArgument too. Errors caused
 // by nodes are [NodeError] values, joined on one line, naming each node; a
 // node that did not answer in time says so, and does not make the error
@@ -52,20 +53,26 @@ import (
 // later majority, which shares a node with it, issues a strictly larger
 // one, as long as no node loses its counter and clock together; an
 // acquisition whose write-back does not reach a majority fails.
-func NewRedlock(clients []redis.UniversalClient, opts ...Option) *Locker {
-	l := &Locker{cfg: newConfig(opts)}
+func NewRedlock(clients []redis.UniversalClient, opts ...LockerOption) *Locker {
+	l := &Locker{cfg: newLockerConfig(opts)}
 	q := &quorum{nodes: make([]redisNode, len(clients))}
 	for i, c := range clients {
 		if isNilClient(c) {
 			if l.cfg.err == nil {
-				l.cfg.err = fmt.Errorf("rediskit: redlock: client %d is nil: %w", i, ErrInvalidArgument)
+				l.cfg.err = fmt.Errorf("redlock: client %d is nil: %w", i, ErrInvalidArgument)
 			}
 			continue
 		}
 		q.nodes[i] = redisNode{name: nodeName(i, c), client: c}
+		for j := range i {
+			// The same node twice would count twice towards a majority.
+			if same := q.nodes[j].client == c || q.nodes[j].name == q.nodes[i].name; same && l.cfg.err == nil {
+				l.cfg.err = fmt.Errorf("redlock: clients %d and %d are the same node (%s): %w", j, i, q.nodes[i].name, ErrInvalidArgument)
+			}
+		}
 	}
 	if n := len(clients); l.cfg.err == nil && (n < 3 || n%2 == 0) {
-		l.cfg.err = fmt.Errorf("rediskit: redlock: %d clients, want an odd number of at least 3: %w", n, ErrInvalidArgument)
+		l.cfg.err = fmt.Errorf("redlock: %d clients, want an odd number of at least 3: %w", n, ErrInvalidArgument)
 	}
 	if len(clients) > 0 && !isNilClient(clients[0]) {
 		q.notify = newNotifier(clients[0])

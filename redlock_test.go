@@ -19,7 +19,8 @@ import (
 
 const envRedlock = "REDISKIT_REDLOCK_ADDRS" // comma-separated independent masters
 
-// deadAddr is an address nothing listens on: a node that is down.
+// deadAddr is an address nothing listens on: a node that is down. A
+// Redlock's down nodes are at ports 1, 2, ...: distinct nodes.
 const deadAddr = "127.0.0.1:1"
 
 // redlockSet is a set of independent Redis nodes for Redlock tests.
@@ -34,14 +35,15 @@ func (s *redlockSet) universal(down ...int) []redis.UniversalClient {
 	for i, c := range s.clients {
 		out[i] = c
 	}
-	for _, d := range down {
-		out[d] = s.deadClient()
+	for i, d := range down {
+		out[d] = s.deadClient(i + 1)
 	}
 	return out
 }
 
-func (s *redlockSet) deadClient() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: deadAddr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+// deadClient is a client of the nth node that is down, on port n.
+func (s *redlockSet) deadClient(n int) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", n), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 }
 
 func (s *redlockSet) key(name string) string { return s.prefix + name }
@@ -81,7 +83,7 @@ func forEachRedlockSet(t *testing.T, n int, fn func(t *testing.T, s *redlockSet)
 	})
 }
 
-func newRedlock(t *testing.T, clients []redis.UniversalClient, opts ...rediskit.Option) *rediskit.Locker {
+func newRedlock(t *testing.T, clients []redis.UniversalClient, opts ...rediskit.LockerOption) *rediskit.Locker {
 	t.Helper()
 	l := rediskit.NewRedlock(clients, opts...)
 	t.Cleanup(func() { _ = l.Close() })
@@ -163,7 +165,7 @@ func TestRedlockMajorityDown(t *testing.T) {
 				assert.NotErrorIs(t, err, rediskit.ErrNotObtained, "an outage is not contention")
 				var nodeErr *rediskit.NodeError
 				require.ErrorAs(t, err, &nodeErr)
-				assert.Equal(t, deadAddr, nodeErr.Node)
+				assert.Contains(t, nodeErr.Node, "127.0.0.1:", "a down node's address")
 				assert.Contains(t, err.Error(), deadAddr)
 				for _, c := range s.clients[tc.down:] {
 					assert.Zero(t, c.Exists(context.Background(), key).Val(), "what was taken is undone")
@@ -234,12 +236,17 @@ func TestRedlockBadInput(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
+	d := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+	sameAddr := redis.NewClient(&redis.Options{Addr: mr.Addr()}) // another client of c's node
+	t.Cleanup(func() { _ = d.Close(); _ = sameAddr.Close() })
 	for name, clients := range map[string][]redis.UniversalClient{
-		"none":  nil,
-		"one":   {c},
-		"two":   {c, c},
-		"four":  {c, c, c, c},
-		"a nil": {c, nil, c},
+		"none":              nil,
+		"one":               {c},
+		"two":               {c, d},
+		"four":              {c, d, c, d},
+		"a nil":             {c, nil, d},
+		"one client twice":  {c, d, c},
+		"one address twice": {c, d, sameAddr},
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := rediskit.NewRedlock(clients)

@@ -24,7 +24,7 @@ func TestStaleRefreshWithoutLeaseLosesToDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		key := b.key("swr-del")
-		opts := []rediskit.Option{rediskit.WithStaleWhileRevalidate(time.Minute), rediskit.WithLoadLease(0)}
+		opts := []rediskit.CacheOption{rediskit.WithStaleWhileRevalidate(time.Minute), rediskit.WithLoadLease(0)}
 		c := rediskit.NewCache[int](b.client, opts...)
 		primeStale(t, b, key, opts...)
 		loader := newBlockedLoader(2)
@@ -46,7 +46,7 @@ func TestEarlyRefreshWithoutLeaseLosesToDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		key := b.key("xf-del")
-		opts := []rediskit.Option{rediskit.WithEarlyRefresh(1e9), rediskit.WithLoadLease(0)}
+		opts := []rediskit.CacheOption{rediskit.WithEarlyRefresh(1e9), rediskit.WithLoadLease(0)}
 		c := rediskit.NewCache[int](b.client, opts...)
 		_, err := c.GetOrLoad(ctx, key, time.Minute, func(context.Context) (int, error) { time.Sleep(5 * time.Millisecond); return 1, nil })
 		require.NoError(t, err)
@@ -216,7 +216,7 @@ func TestStaleRefreshNotFoundRemovesValue(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		key := b.key("swr-nf")
-		opts := []rediskit.Option{rediskit.WithStaleWhileRevalidate(time.Minute), rediskit.WithNegativeCaching(time.Minute)}
+		opts := []rediskit.CacheOption{rediskit.WithStaleWhileRevalidate(time.Minute), rediskit.WithNegativeCaching(time.Minute)}
 		c := newCache[int](t, b.client, opts...)
 		primeStale(t, b, key, opts...)
 		var calls atomic.Int64

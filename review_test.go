@@ -540,7 +540,7 @@ func TestReview5RedlockFencesNeverGoBackwards(t *testing.T) {
 		broken := &breakAfterAcquire{}
 		node1 := redis.NewClient(&redis.Options{Addr: s.clients[1].Options().Addr})
 		node1.AddHook(broken)
-		dead := s.deadClient()
+		dead := s.deadClient(1)
 		t.Cleanup(func() { _ = node1.Close(); _ = dead.Close() })
 
 		var fences []int64

@@ -42,7 +42,7 @@ const staleTTL = 300 * time.Millisecond
 
 // primeStale stores 1 under key through a Cache with opts, as GetOrLoad
 // writes it back, and lets it pass its TTL.
-func primeStale(t *testing.T, b *backend, key string, opts ...rediskit.Option) {
+func primeStale(t *testing.T, b *backend, key string, opts ...rediskit.CacheOption) {
 	t.Helper()
 	c := rediskit.NewCache[int](b.client, opts...)
 	v, err := c.GetOrLoad(context.Background(), key, staleTTL, func(context.Context) (int, error) { return 1, nil })
@@ -242,7 +242,7 @@ func TestEarlyRefresh(t *testing.T) {
 
 func TestStaleOptionsInvalid(t *testing.T) {
 	client, _ := onMiniredis(t)
-	for _, opt := range []rediskit.Option{
+	for _, opt := range []rediskit.CacheOption{
 		rediskit.WithStaleWhileRevalidate(-time.Second),
 		rediskit.WithStaleIfError(-time.Second),
 		rediskit.WithEarlyRefresh(0),

@@ -30,7 +30,7 @@ type lockTTLOption time.Duration
 
 func (o lockTTLOption) applyLock(c *lockConfig) {
 	if time.Duration(o) < 10*time.Millisecond {
-		c.err = fmt.Errorf("rediskit: option WithLockTTL(%v): %w", time.Duration(o), ErrInvalidArgument)
+		c.err = fmt.Errorf("option WithLockTTL(%v): %w", time.Duration(o), ErrInvalidArgument)
 		return
 	}
 	c.ttl = time.Duration(o)
@@ -47,7 +47,7 @@ type lockWaitOption time.Duration
 
 func (o lockWaitOption) applyLock(c *lockConfig) {
 	if o < 0 {
-		c.err = fmt.Errorf("rediskit: option WithLockWait(%v): %w", time.Duration(o), ErrInvalidArgument)
+		c.err = fmt.Errorf("option WithLockWait(%v): %w", time.Duration(o), ErrInvalidArgument)
 		return
 	}
 	c.wait = time.Duration(o)

@@ -64,7 +64,7 @@ func BenchmarkCacheExpiry(b *testing.B) {
 		b.Fatal(err)
 	}
 	loaded := sampleProfile(4)
-	withWindow := []rediskit.Option{rediskit.WithStaleWhileRevalidate(window)}
+	withWindow := []rediskit.CacheOption{rediskit.WithStaleWhileRevalidate(window)}
 	// writeFor writes the value under key with pttl left.
 	writeFor := func(pttl time.Duration) func(context.Context, string) error {
 		return func(ctx context.Context, key string) error { return c.Set(ctx, key, staleJSON, pttl).Err() }
@@ -72,7 +72,7 @@ func BenchmarkCacheExpiry(b *testing.B) {
 	rows := []struct {
 		name   string
 		client *redis.Client
-		opts   []rediskit.Option // nil: a raw GET, not a Cache
+		opts   []rediskit.CacheOption // nil: a raw GET, not a Cache
 		// prepare writes the value under key, as the row's case has it.
 		prepare func(ctx context.Context, key string) error
 		want    int  // the profile the caller must get
@@ -82,7 +82,7 @@ func BenchmarkCacheExpiry(b *testing.B) {
 		{"rediskit/fresh-hit", c, withWindow, writeFor(window + margin), stored.ID, false},
 		{"rediskit/stale-while-revalidate", c, withWindow, writeFor(window - margin), stored.ID, true},
 		{"rediskit/stale-while-revalidate/cte", cte, withWindow, writeFor(window - margin), stored.ID, true},
-		{"rediskit/plain-miss", c, []rediskit.Option{}, func(ctx context.Context, key string) error {
+		{"rediskit/plain-miss", c, []rediskit.CacheOption{}, func(ctx context.Context, key string) error {
 			if err := c.Set(ctx, key, staleJSON, time.Millisecond).Err(); err != nil {
 				return err
 			}

@@ -114,7 +114,7 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	const ttl, wait = 10 * time.Second, 10 * time.Second // the waiter's sleeps are never cut short by them
 	ctx := context.Background()
 	var firstFailure sync.Map // key -> chan struct{}, told of the waiter's first failed attempt
-	opts := []rediskit.Option{rediskit.WithHook(func(e rediskit.Event) {
+	opts := []rediskit.LockerOption{rediskit.WithHook(func(e rediskit.Event) {
 		if e.Kind != rediskit.EventContended {
 			return
 		}

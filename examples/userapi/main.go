@@ -26,7 +26,9 @@ import (
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log, os.Args[1:]); err != nil {
+	switch err := run(log, os.Args[1:]); {
+	case errors.Is(err, flag.ErrHelp): // -h: the usage is printed, and that is all
+	case err != nil:
 		log.Error("exit", "err", err)
 		os.Exit(1)
 	}

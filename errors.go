@@ -41,4 +41,9 @@ var (
 	// client, a nil or zero Lock, a value the codec cannot encode, or an
 	// option given an invalid value.
 	ErrInvalidArgument = errors.New("invalid argument")
+
+	// ErrClosed is returned by Cache.GetOrLoad after [Cache.Close], which
+	// ends the loads it would start. (A Locker has no such error: after
+	// its Close, acquisitions go on, with backoff alone.)
+	ErrClosed = errors.New("cache closed")
 )

@@ -8,8 +8,6 @@ import (
 	"time"
 )
 
-// ErrClosed is returned by Cache.GetOrLoad after [Cache.Close].
-var ErrClosed = errors.New("cache closed")
 
 // GetOrLoad returns the value stored under key or, on a miss, the value
 // load returns, which it then stores for ttl (0 meaning the Cache's default

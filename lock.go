@@ -308,7 +308,10 @@ func (lk *Lock) Key() string {
 	return lk.key
 }
 
-// Token returns the lock's random token, the value stored under its key.
+// Token returns the lock's random token, the value stored under its key:
+// for logs, and for a process in another language that is handed the lock
+// and releases it with the same compare-and-delete (GET, then DEL if the
+// value is the token).
 func (lk *Lock) Token() string {
 	if lk == nil {
 		return ""

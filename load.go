@@ -8,7 +8,6 @@ import (
 	"time"
 )
 
-
 // GetOrLoad returns the value stored under key or, on a miss, the value
 // load returns, which it then stores for ttl (0 meaning the Cache's default
 // TTL, as for Set).

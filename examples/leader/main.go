@@ -8,7 +8,8 @@
 //	go run ./examples/leader -replicas 3
 //
 // runs three replicas in one process on an embedded Redis (or on REDIS_URL)
-// and stops the leader every few seconds to show the hand-over.
+// and has the leader hand over every few seconds to show the hand-over: it
+// releases, a waiting replica leads, and it competes again a moment later.
 package main
 
 import (
@@ -40,6 +41,9 @@ type replica struct {
 	log      *slog.Logger
 	// observe, if set, is called when the replica starts and stops leading.
 	observe func(replica string, leading bool)
+	// handOver, when it receives, has the leader step down and let another
+	// replica lead: it waits an interval before competing again.
+	handOver chan struct{}
 }
 
 // run competes for leadership until ctx ends. While leader, it runs the job
@@ -53,6 +57,11 @@ func (r *replica) run(ctx context.Context) error {
 			// release wakes us at once, an expiry within the TTL.
 			rediskit.WithLockWait(2*r.ttl))
 		switch {
+		case errors.Is(err, errHandedOver):
+			select { // the others, waiting, take the lock meanwhile
+			case <-time.After(r.interval):
+			case <-ctx.Done():
+			}
 		case errors.Is(err, rediskit.ErrNotObtained), ctx.Err() != nil:
 		case errors.Is(err, rediskit.ErrLockNotHeld):
 			r.log.Warn("lost leadership", "replica", r.name, "err", err)
@@ -84,10 +93,16 @@ func (r *replica) lead(ctx context.Context) error {
 		case <-ctx.Done():
 			r.log.Info("stepping down", "replica", r.name, "cause", context.Cause(ctx))
 			return nil
+		case <-r.handOver:
+			r.log.Info("handing over", "replica", r.name)
+			return errHandedOver
 		case <-t.C:
 		}
 	}
 }
+
+// errHandedOver is what lead returns when told to hand leadership over.
+var errHandedOver = errors.New("handed over")
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -114,18 +129,17 @@ func main() {
 		log.Info("job ran", "leader", name)
 		return nil
 	}
-	cancels := map[string]context.CancelFunc{}
+	byName := map[string]*replica{}
 	var wg sync.WaitGroup
 	for i := 1; i <= *replicas; i++ {
 		name := fmt.Sprintf("replica-%d", i)
-		rctx, rcancel := context.WithCancel(ctx)
-		cancels[name] = rcancel
 		locker := rediskit.NewLocker(client)
 		defer locker.Close()
 		r := &replica{name: name, locker: locker, key: "leader:nightly-report",
-			ttl: 3 * time.Second, interval: time.Second, job: job, log: log}
+			ttl: 3 * time.Second, interval: time.Second, job: job, log: log, handOver: make(chan struct{}, 1)}
+		byName[name] = r
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = r.run(rctx) }()
+		go func() { defer wg.Done(); _ = r.run(ctx) }()
 	}
 	if *rotate > 0 {
 		t := time.NewTicker(*rotate)
@@ -139,10 +153,12 @@ func main() {
 				mu.Lock()
 				name := current
 				mu.Unlock()
-				if c, ok := cancels[name]; ok && len(cancels) > 1 {
-					log.Info("stopping the leader", "replica", name)
-					c()
-					delete(cancels, name)
+				if r, ok := byName[name]; ok {
+					log.Info("asking the leader to hand over", "replica", name)
+					select {
+					case r.handOver <- struct{}{}:
+					default:
+					}
 				}
 			}
 		}

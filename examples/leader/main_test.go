@@ -32,6 +32,7 @@ type cluster struct {
 	events  chan string     // "+name" on becoming leader, "-name" on stepping down
 	clients map[string]*redis.Client
 	cancels map[string]context.CancelFunc
+	byName  map[string]*replica
 	wg      sync.WaitGroup
 }
 
@@ -39,7 +40,7 @@ const ttl = 300 * time.Millisecond
 
 func startCluster(t *testing.T, names ...string) *cluster {
 	c := &cluster{t: t, mr: miniredis.RunT(t), leaders: map[string]bool{}, events: make(chan string, 100),
-		clients: map[string]*redis.Client{}, cancels: map[string]context.CancelFunc{}}
+		clients: map[string]*redis.Client{}, cancels: map[string]context.CancelFunc{}, byName: map[string]*replica{}}
 	for _, name := range names {
 		client := redis.NewClient(&redis.Options{Addr: c.mr.Addr(), MaxRetries: -1})
 		locker := rediskit.NewLocker(client)
@@ -47,7 +48,8 @@ func startCluster(t *testing.T, names ...string) *cluster {
 		c.clients[name], c.cancels[name] = client, cancel
 		r := &replica{name: name, locker: locker, key: "leader:job", ttl: ttl, interval: 20 * time.Millisecond,
 			job: func(context.Context, string) error { return nil }, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			observe: c.observe}
+			observe: c.observe, handOver: make(chan struct{}, 1)}
+		c.byName[name] = r
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -133,4 +135,34 @@ func TestOneLeaderAndFailover(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	assert.Equal(t, 1, c.most, "never two leaders at once")
+}
+
+// Asked to hand over, the leader releases and steps aside; another replica
+// leads, and the one that handed over leads again later: leadership goes
+// round, never held twice at once.
+func TestHandOverRotates(t *testing.T) {
+	c := startCluster(t, "a", "b", "c")
+	led := map[string]int{}
+	for terms := 0; len(led) < 3 || minCount(led) < 2; terms++ {
+		require.Less(t, terms, 30, "leadership does not go round: %v", led)
+		e := c.next()
+		if e[0] != '+' {
+			continue
+		}
+		led[e[1:]]++
+		c.byName[e[1:]].handOver <- struct{}{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	assert.Equal(t, 1, c.most, "never two leaders at once")
+}
+
+func minCount(m map[string]int) int {
+	least := -1
+	for _, n := range m {
+		if least < 0 || n < least {
+			least = n
+		}
+	}
+	return least
 }

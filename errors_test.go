@@ -2,6 +2,7 @@ package rediskit_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,14 @@ func TestErrorsSayRediskitOnce(t *testing.T) {
 	cache := newCache[chan int](t, client)
 	redlock := rediskit.NewRedlock([]redis.UniversalClient{client, client, client})
 	t.Cleanup(func() { _ = redlock.Close() })
+	var down []redis.UniversalClient // 2 of 3 nodes refuse connections
+	for _, addr := range []string{"127.0.0.1:1", "127.0.0.1:2"} {
+		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		t.Cleanup(func() { _ = c.Close() })
+		down = append(down, c)
+	}
+	majorityDown := rediskit.NewRedlock(append(down, client))
+	t.Cleanup(func() { _ = majorityDown.Close() })
 
 	held, err := locker.TryAcquire(ctx, "held", time.Minute)
 	require.NoError(t, err)
@@ -47,7 +56,13 @@ func TestErrorsSayRediskitOnce(t *testing.T) {
 		"bad option":          func() error { _, err := badLocker.TryAcquire(ctx, "k", time.Minute); return err },
 		"bad option WithLock": func() error { return badLocker.WithLock(ctx, "k", func(context.Context) error { return nil }) },
 		"same node thrice":    func() error { _, err := redlock.TryAcquire(ctx, "k", time.Minute); return err },
-		"nil cache client":    func() error { _, err := nilCache.Get(ctx, "k"); return err },
+		"redlock majority down": func() error {
+			_, err := majorityDown.TryAcquire(ctx, "k", time.Minute)
+			assert.NotErrorIs(t, err, context.DeadlineExceeded, "a node's failure is not the caller's deadline")
+			assert.Contains(t, fmt.Sprint(err), "connection refused")
+			return err
+		},
+		"nil cache client": func() error { _, err := nilCache.Get(ctx, "k"); return err },
 		"bad cache option": func() error {
 			_, err := badCache.GetOrLoad(ctx, "k", 0, func(context.Context) (int, error) { return 1, nil })
 			return err

@@ -44,7 +44,6 @@ import (
 type invalidator struct {
 	client  redis.UniversalClient
 	prefix  string
-	channel string         // the fallback's channel
 	onKeys  func([]string) // Redis keys that changed
 	onFlush func()         // anything may have changed
 	wg      sync.WaitGroup // the listeners

@@ -25,7 +25,7 @@ else
 	go test -run '^$' -bench 'LockHandoff' -benchtime 120x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'LockBackToBack' -benchtime 400x -count "$count" . | tee -a "$out"
 	go test -run '^$' -bench 'CacheStampede' -benchtime 20x -count "$count" . | tee -a "$out"
-	go test -run '^$' -bench 'ForeignRelease' -benchtime 320x -count "$count" . | tee -a "$out"
+	go test -run '^$' -bench 'ForeignRelease|ForeignFloor' -benchtime 320x -count "$count" . | tee -a "$out"
 	# Each op of these is a whole stampede, or a call 15 ms apart, or a call
 	# that meets a dead server: few ops keep each line under about a minute.
 	go test -run '^$' -bench 'CacheFleetStampede' -benchtime 50x -count "$count" . | tee -a "$out"

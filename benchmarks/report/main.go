@@ -242,6 +242,7 @@ func targets(r results, order []string) []target {
 		}
 	}
 	ts = append(ts, foreignTargets(r, order)...)
+	ts = append(ts, foreignFloorTargets(r, order)...)
 	if ns, ok := r.get("CacheGetHit/rediskit", "ns/op"); ok {
 		raw := r.must("CacheGetHit/raw-goredis-json", "ns/op")
 		ts = append(ts, target{"cache Get hit within 1.2× of raw GET + json.Unmarshal", fmt.Sprintf("%s×", num(ns/raw)), ns/raw <= 1.2, false})
@@ -436,6 +437,31 @@ func foreignTargets(r results, order []string) []target {
 			strings.Join(measured, "; ") + " ms; largest bound " + b, met, false})
 	}
 	return ts
+}
+
+// foreignFloorTargets checks that a release that publishes nothing reaches
+// a waiting rediskit acquisition within 3 round trips at the median, with
+// the default backoff: 1.5 × ForeignFloor's gap, which is two round trips
+// made the same way (idle connections, the same pauses).
+func foreignFloorTargets(r results, order []string) []target {
+	floor, ok := r.get("ForeignFloor", "gap-p50-ms")
+	if !ok {
+		return nil
+	}
+	met, measured := true, []string{}
+	for _, row := range foreignRows(order) {
+		if row.releaser == "rediskit" || row.backoff != "exp-8ms-512ms" {
+			continue
+		}
+		p50, _ := r.get(row.name, "gap-p50-ms")
+		met = met && p50 <= 1.5*floor
+		measured = append(measured, fmt.Sprintf("%s %s ms", row.releaser, num(p50)))
+	}
+	if len(measured) == 0 {
+		return nil
+	}
+	return []target{{"a release that publishes nothing reaches a waiting rediskit acquisition within 3 round trips (p50), tracking on, default backoff: 1.5 × ForeignFloor, two round trips made the same way",
+		fmt.Sprintf("%s (ForeignFloor p50 %s ms, so 3 round trips %s ms; redis-py's release is timed from inside the Python process, its client's own time included)", strings.Join(measured, "; "), num(floor), num(1.5*floor)), met, false}}
 }
 
 // ms writes milliseconds to a tenth of one, whatever their size: the

@@ -246,15 +246,16 @@ func isWrongType(err error) bool {
 }
 
 // unsupported reports an error reply that says the server cannot do what
-// was asked (an unknown command or subcommand, a syntax it does not know):
-// not one that says it cannot now (BUSY running a script, LOADING its
-// data, NOAUTH while a password changes, a cluster that is down).
+// was asked (an unknown command or subcommand, a syntax it does not know,
+// NOPERM: an ACL user without the command): not one that says it cannot
+// now (BUSY running a script, LOADING its data, NOAUTH while a password
+// changes, a cluster that is down).
 func unsupported(err error) bool {
 	var replyErr redis.Error
 	if !errors.As(err, &replyErr) {
 		return false
 	}
-	for _, now := range []string{"BUSY", "LOADING", "NOAUTH", "WRONGPASS", "NOPERM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MISCONF", "OOM"} {
+	for _, now := range []string{"BUSY", "LOADING", "NOAUTH", "WRONGPASS", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MISCONF", "OOM"} {
 		if strings.HasPrefix(replyErr.Error(), now) {
 			return false
 		}

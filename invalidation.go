@@ -53,9 +53,11 @@ type invalidator struct {
 	tracking atomic.Bool          // a node confirmed tracking: writes need not publish
 	nodes    map[string]*listener // by node address: "" for a single node or the fallback
 	closed   bool
-	// masters are a Cluster's masters, asked for at mastersAt.
+	// masters are a Cluster's masters, read at mastersAt; reading is
+	// whether they are being read again.
 	masters   []*redis.Options
 	mastersAt time.Time
+	reading   bool
 }
 
 // A listener receives one node's invalidations (or the fallback channel's).
@@ -102,7 +104,7 @@ func (inv *invalidator) ready(ctx context.Context, rkey string) bool {
 	case *redis.Client:
 		return inv.readyAt(c.Options(), "")
 	case *redis.ClusterClient:
-		masters := inv.clusterMasters(ctx, c)
+		masters := inv.clusterMasters(c)
 		up := len(masters) > 0
 		for _, o := range masters {
 			up = inv.readyAt(o, o.Addr) && up
@@ -141,19 +143,32 @@ func (inv *invalidator) readyAt(opts *redis.Options, addr string) bool {
 	return n.up.Load()
 }
 
-// clusterMasters returns the options of the Cluster's masters, as the
-// client knows them, asked again at most once per invalidationCheck; the
-// listeners of nodes that are no longer masters stop (which flushes the
-// tier: whatever they heard for is no longer theirs to hear).
-func (inv *invalidator) clusterMasters(ctx context.Context, c *redis.ClusterClient) []*redis.Options {
+// clusterMasters returns the options of the Cluster's masters as last
+// read, and reads them again, in the background and at most once per
+// masterCheck, when they are older: never on the caller's goroutine, since
+// reading them may reload the slot map from a node that does not answer.
+// The listeners of nodes that are no longer masters stop (which flushes
+// the tier: whatever they heard for is no longer theirs to hear).
+func (inv *invalidator) clusterMasters(c *redis.ClusterClient) []*redis.Options {
 	inv.mu.Lock()
-	if time.Since(inv.mastersAt) < invalidationCheck && inv.masters != nil {
-		masters := inv.masters
-		inv.mu.Unlock()
-		return masters
+	defer inv.mu.Unlock()
+	if !inv.closed && !inv.reading && time.Since(inv.mastersAt) >= masterCheck {
+		inv.reading = true
+		inv.wg.Add(1)
+		go inv.readMasters(c)
 	}
-	inv.mastersAt = time.Now()
-	inv.mu.Unlock()
+	return inv.masters
+}
+
+// masterCheck is how often a Cluster's masters are read again while the
+// tier is being filled.
+const masterCheck = time.Second
+
+// readMasters reads the Cluster's masters, for clusterMasters.
+func (inv *invalidator) readMasters(c *redis.ClusterClient) {
+	defer inv.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), trackWait)
+	defer cancel()
 	var mu sync.Mutex
 	var masters []*redis.Options
 	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
@@ -162,11 +177,12 @@ func (inv *invalidator) clusterMasters(ctx context.Context, c *redis.ClusterClie
 		masters = append(masters, m.Options())
 		return nil
 	})
-	if err != nil {
-		return nil
-	}
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
+	inv.reading, inv.mastersAt = false, time.Now()
+	if err != nil || inv.closed {
+		return
+	}
 	inv.masters = masters
 	for addr, n := range inv.nodes {
 		if addr != "" && !slices.ContainsFunc(masters, func(o *redis.Options) bool { return o.Addr == addr }) {
@@ -174,7 +190,6 @@ func (inv *invalidator) clusterMasters(ctx context.Context, c *redis.ClusterClie
 			n.close()
 		}
 	}
-	return masters
 }
 
 // startFallback switches to the fallback channel: tracking listeners stop,
@@ -227,8 +242,13 @@ func (inv *invalidator) trackingOptions(opts *redis.Options) *redis.Options {
 	})
 }
 
-// close stops n. Call with inv.mu held.
+// close stops n, once. Call with inv.mu held.
 func (n *listener) close() {
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
 	close(n.stop)
 	if n.ps != nil {
 		_ = n.ps.Close()
@@ -303,6 +323,9 @@ func (inv *invalidator) receive(n *listener, ps *redis.PubSub) {
 	if n.client != nil {
 		inv.tracking.Store(true)
 	}
+	// What was filled from this node before it was heard (a node new to
+	// the Cluster, read through a MOVED or an ASK) goes.
+	inv.onFlush()
 	n.up.Store(true)
 	defer func() {
 		n.up.Store(false)

@@ -152,3 +152,23 @@ func TestLocalReviewWrongType(t *testing.T) {
 		assert.Contains(t, fmt.Sprint(err), "list")
 	})
 }
+
+// An ACL user that may not turn tracking on (NOPERM) gets the fallback:
+// the tier fills, from the Caches' own messages.
+func TestLocalReviewNoPermFallsBack(t *testing.T) {
+	admin := standaloneOnly(t)
+	ctx := context.Background()
+	user := fmt.Sprintf("rktest-noperm-%d", time.Now().UnixNano())
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-client|tracking").Err())
+	t.Cleanup(func() { _ = admin.Do(context.Background(), "ACL", "DELUSER", user).Err() })
+	client := redis.NewClient(&redis.Options{Addr: admin.Options().Addr, Username: user, Password: "pw"})
+	t.Cleanup(func() { _ = client.Close() })
+	prefix := uniquePrefix("noperm")
+	reader := newCache[int](t, client, rediskit.WithKeyPrefix(prefix), rediskit.WithLocalCache(10, time.Hour))
+	writer := newCache[int](t, client, rediskit.WithKeyPrefix(prefix), rediskit.WithLocalCache(10, time.Hour))
+	require.NoError(t, writer.Set(ctx, "k", 1, time.Hour))
+	awaitLocal(t, reader, "k")
+	require.NoError(t, writer.Set(ctx, "k", 2, time.Hour))
+	require.Eventually(t, func() bool { v, _ := reader.Get(ctx, "k"); return v == 2 }, 3*time.Second, time.Millisecond,
+		"the writer's message did not reach the reader")
+}

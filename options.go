@@ -358,10 +358,19 @@ func (c *config) readsExpiry() bool { return c.staleWindow() > 0 || c.earlyBeta 
 // ([WithKeyPrefix]): without one it hears of every write to the database.
 // The Cache's own writes drop its entries before they return.
 //
+// On a Cluster the tier fills only while it listens on every master (the
+// list of masters is read again, in the background, every second): while
+// one is down, reads go to Redis. A master that holds no slots yet is not
+// listened to until the slot map names it; a key read from it meanwhile
+// (through an ASK, during resharding) stays in the tier until its listener
+// is up, which empties the tier. The tier assumes its reads reach masters:
+// do not use it with a client that reads replicas only (a Sentinel client
+// with ReplicaOnly), whose replies may be older than what the tier heard.
+//
 // Where Redis cannot track keys (Redis 5, miniredis, a proxy that refuses
-// CLIENT TRACKING, a Ring), the Caches publish the keys they write on a
-// pub/sub channel that all of them listen to: writes by other programs are
-// then seen only when ttl runs out.
+// CLIENT TRACKING, an ACL user without it, a Ring), the Caches publish the
+// keys they write on a pub/sub channel that all of them listen to: writes
+// by other programs are then seen only when ttl runs out.
 //
 // The tier keeps the values that reads decode, and returns them as they
 // are: what Get, GetMany and GetOrLoad return (from the tier or from

@@ -246,7 +246,7 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys ...string) (map[string]T, e
 		keys = missing
 		fills = make([]fill, len(keys))
 		for i, key := range keys {
-			fills[i] = c.local.begin(ctx, key)
+			fills[i] = c.local.begin(key)
 		}
 	}
 	if len(keys) == 0 {

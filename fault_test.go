@@ -815,11 +815,7 @@ func TestFaultClusterFailover(t *testing.T) {
 		t.Skipf("set %s to run against a real Redis Cluster", envCluster)
 	}
 	seeds := strings.Split(addrs, ",")
-	t.Cleanup(func() {
-		nodes := clusterNodes(t, seeds[0])
-		assert.Eventually(t, func() bool { return clusterSettled(nodes, 0, "") }, 30*time.Second, 100*time.Millisecond,
-			"the cluster is not healthy after the failovers")
-	})
+	expectHealthyClusterAtEnd(t, seeds)
 	for _, k := range faultClientKinds {
 		k := k
 		t.Run(k.name, func(t *testing.T) {

@@ -819,6 +819,17 @@ func replicaReady(master, replica clusterNode) bool {
 	return false
 }
 
+// expectHealthyClusterAtEnd checks, when the test ends, that every node of
+// the Cluster sees it healthy again after the test's failovers.
+func expectHealthyClusterAtEnd(t *testing.T, seeds []string) {
+	t.Helper()
+	t.Cleanup(func() {
+		nodes := clusterNodes(t, seeds[0])
+		assert.Eventually(t, func() bool { return clusterSettled(nodes, 0, "") }, 30*time.Second, 100*time.Millisecond,
+			"the cluster is not healthy after the test's failovers")
+	})
+}
+
 // failoverKeyMaster promotes the replica of the master serving key's slot
 // with CLUSTER FAILOVER (a manual failover: the replica catches up first,
 // so no write is lost), and waits until every node sees the replica as the

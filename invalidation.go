@@ -87,13 +87,13 @@ func newInvalidator(client redis.UniversalClient, prefix string, onKeys func([]s
 	}
 }
 
-// ready reports whether changes to rkey will be heard from now on: the
-// listeners it needs are up. It starts, in the background, those that are
-// not running, and then reports false. On a Cluster it needs one on every
-// master, not only on rkey's: a read may follow a MOVED to a node the
-// client's slot map does not name yet, and a slot may move between
-// masters while its keys are in the tier.
-func (inv *invalidator) ready(ctx context.Context, rkey string) bool {
+// ready reports whether changes to the Cache's keys will be heard from now
+// on: the listeners it needs are up. It starts, in the background, those
+// that are not running, and then reports false. On a Cluster it needs one
+// on every master, not only on a key's: a read may follow a MOVED to a
+// node the client's slot map does not name yet, and a slot may move
+// between masters while its keys are in the tier.
+func (inv *invalidator) ready() bool {
 	inv.mu.Lock()
 	fallback := inv.fallback
 	inv.mu.Unlock()

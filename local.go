@@ -78,11 +78,11 @@ func (l *localTier[T]) get(key string) (localEntry[T], bool) {
 }
 
 // begin starts a read of key whose reply may fill the tier.
-func (l *localTier[T]) begin(ctx context.Context, key string) fill {
+func (l *localTier[T]) begin(key string) fill {
 	// Registered first: a listener that goes down after ready said it was
 	// up flushes the tier, which the fill then sees.
 	f := l.register(key)
-	if !l.inv.ready(ctx, l.prefix+key) {
+	if !l.inv.ready() {
 		l.end(f, nil)
 		return fill{}
 	}
@@ -169,6 +169,7 @@ func (l *localTier[T]) flush() {
 // the write is made.
 func (l *localTier[T]) publishIn(ctx context.Context, p redis.Pipeliner, keys ...string) {
 	if l.inv.publishes() {
+		l.inv.ready() // a process that only writes learns, once it listens, whether it must publish
 		l.inv.publish(ctx, p, l.redisKeys(keys)...)
 	}
 }
@@ -179,6 +180,7 @@ func (l *localTier[T]) publishIn(ctx context.Context, p redis.Pipeliner, keys ..
 func (l *localTier[T]) wrote(ctx context.Context, keys ...string) {
 	l.invalidate(keys...)
 	if l.inv.publishes() {
+		l.inv.ready()
 		l.inv.publish(ctx, l.inv.client, l.redisKeys(keys)...)
 	}
 }
@@ -211,7 +213,7 @@ func (c *Cache[T]) localHit(key string, e localEntry[T]) (T, error) {
 // readThrough reads key and its remaining TTL from Redis in one round trip,
 // decodes it, and fills the local tier with it while it is fresh.
 func (c *Cache[T]) readThrough(ctx context.Context, key string) (v T, b []byte, pttl time.Duration, err error) {
-	f := c.local.begin(ctx, key)
+	f := c.local.begin(key)
 	b, pttl, err = c.readWithTTL(ctx, key)
 	v, err = c.decode(key, b, err)
 	c.local.end(f, c.localEntry(v, err, pttl))

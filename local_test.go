@@ -348,11 +348,7 @@ func TestLocalCacheClusterFailover(t *testing.T) {
 		t.Skipf("set %s to run against a real Redis Cluster", envCluster)
 	}
 	seeds := strings.Split(addrs, ",")
-	t.Cleanup(func() {
-		nodes := clusterNodes(t, seeds[0])
-		assert.Eventually(t, func() bool { return clusterSettled(nodes, 0, "") }, 30*time.Second, 100*time.Millisecond,
-			"the cluster is not healthy after the failover")
-	})
+	expectHealthyClusterAtEnd(t, seeds)
 	ctx := context.Background()
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds})
 	t.Cleanup(func() { _ = client.Close() })

@@ -239,7 +239,13 @@ func TestCacheFleetHelper(t *testing.T) {
 	if name == "" {
 		t.Skip("the helper process of BenchmarkCacheFleetStampede")
 	}
-	if err := fleetHelper(name, os.Getenv(envRedis), os.Stdin, os.Stdout); err != nil {
+	runHelper(t, fleetHelper(name, os.Getenv(envRedis), os.Stdin, os.Stdout))
+}
+
+// runHelper ends a helper process: its error, if any, goes to the parent
+// on the protocol's error line, and fails the helper.
+func runHelper(t *testing.T, err error) {
+	if err != nil {
 		fmt.Printf("%serror %v\n", fleetPrefix, strings.ReplaceAll(err.Error(), "\n", " "))
 		t.Fatal(err)
 	}

@@ -178,20 +178,33 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 		return r.at.Sub(released), r.lk.Release(ctx)
 	}
 
-	var next atomic.Int64
-	var mu sync.Mutex
-	var gaps latencies
 	before := snapshot(b, waiters)
 	b.ResetTimer()
 	stopProbe := make(chan struct{})
 	lateness := probeTimers(backoffCap, stopProbe)
+	gaps := handOffs(b, len(holders), func(worker int) (time.Duration, error) { return handOff(holders[worker]) })
+	b.StopTimer()
+	close(stopProbe)
+	after := snapshot(b, waiters)
+	req := after.requests - before.requests - before.nodes + after.pubsubCmds - before.pubsubCmds
+	b.ReportMetric(float64(req)/float64(b.N), "waiter-req/op")
+	gaps.reportMs(b, "gap-")
+	b.ReportMetric(float64((<-lateness).max())/float64(time.Millisecond), "timer-late-max-ms")
+}
+
+// handOffs runs b.N hand-offs on workers goroutines, each calling op with
+// its number, and returns their gaps.
+func handOffs(b *testing.B, workers int, op func(worker int) (time.Duration, error)) latencies {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var gaps latencies
 	var wg sync.WaitGroup
-	for _, h := range holders {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
-				gap, err := handOff(h)
+				gap, err := op(w)
 				if err != nil {
 					b.Error(err)
 					return
@@ -203,13 +216,7 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 		}()
 	}
 	wg.Wait()
-	b.StopTimer()
-	close(stopProbe)
-	after := snapshot(b, waiters)
-	req := after.requests - before.requests - before.nodes + after.pubsubCmds - before.pubsubCmds
-	b.ReportMetric(float64(req)/float64(b.N), "waiter-req/op")
-	gaps.reportMs(b, "gap-")
-	b.ReportMetric(float64((<-lateness).max())/float64(time.Millisecond), "timer-late-max-ms")
+	return gaps
 }
 
 // probeTimers measures, until stop is closed, how late the Go runtime runs

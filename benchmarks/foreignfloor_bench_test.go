@@ -3,8 +3,6 @@ package benchmarks
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,28 +44,8 @@ func BenchmarkForeignFloor(b *testing.B) {
 		}
 		return at.Sub(start), waiters[0].Del(ctx, key).Err()
 	}
-	var next atomic.Int64
-	var mu sync.Mutex
-	var gaps latencies
 	b.ResetTimer()
-	var wg sync.WaitGroup
-	for range min(foreignWorkers, b.N) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				gap, err := handOff()
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				gaps = append(gaps, gap)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	gaps := handOffs(b, min(foreignWorkers, b.N), func(int) (time.Duration, error) { return handOff() })
 	b.StopTimer()
 	gaps.reportMs(b, "gap-")
 }

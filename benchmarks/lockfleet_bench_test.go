@@ -151,10 +151,7 @@ func TestLockFleetHelper(t *testing.T) {
 	if name == "" {
 		t.Skip("the helper process of BenchmarkLockFleet")
 	}
-	if err := lockFleetHelper(name, os.Getenv(envRedis), os.Stdin, os.Stdout); err != nil {
-		fmt.Printf("%serror %v\n", fleetPrefix, strings.ReplaceAll(err.Error(), "\n", " "))
-		t.Fatal(err)
-	}
+	runHelper(t, lockFleetHelper(name, os.Getenv(envRedis), os.Stdin, os.Stdout))
 }
 
 func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error {

@@ -37,6 +37,9 @@ type backend struct {
 	client redis.UniversalClient
 	mr     *miniredis.Miniredis // nil on a real server
 	prefix string               // unique to the test, so tests can share a server
+	// another returns a new client of the same server, as another process
+	// would have, closed when the test ends.
+	another func(t *testing.T) redis.UniversalClient
 }
 
 // key returns name made unique to the running test.
@@ -107,6 +110,16 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, b *backend)) {
 			require.NoError(t, client.Ping(context.Background()).Err(), "ping %s", k.name)
 			b := &backend{name: k.name, client: client, mr: mr,
 				prefix: fmt.Sprintf("rktest:%d:%d:", time.Now().UnixNano(), testSeq.Add(1))}
+			b.another = func(t *testing.T) redis.UniversalClient {
+				var c redis.UniversalClient
+				if mr != nil {
+					c = redis.NewClient(&redis.Options{Addr: mr.Addr()})
+				} else {
+					c, _ = k.dial(t, addr)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				return c
+			}
 			fn(t, b)
 		})
 	}

@@ -31,3 +31,35 @@ func LocalHas[T any](c *Cache[T], key string) bool {
 	_, ok := c.local.get(key)
 	return ok
 }
+
+// QueueKeys returns the keys of the queue of waiters for the lock on rkey
+// (the key with its prefix).
+func QueueKeys(rkey string) (queue, lives string) {
+	n := newLockNames(rkey, true)
+	return n.queue, n.lives
+}
+
+// DeadQueueEntry returns a queue entry of a waiter whose Locker nobody
+// runs: a process that crashed.
+func DeadQueueEntry(ttl time.Duration) string {
+	e, _ := newEntry(ttl, newID())
+	return e
+}
+
+// SetQueueTimes shortens how long a waiter's queue entry outlives its last
+// attempt, and the waiters' sleep between attempts, and returns a function
+// restoring them.
+func SetQueueTimes(life, beat time.Duration) (restore func()) {
+	oldLife, oldBeat := queueLife, queueBeat
+	queueLife, queueBeat = life, beat
+	return func() { queueLife, queueBeat = oldLife, oldBeat }
+}
+
+// LockerChannel returns the channel on which l's waiters for the lock on
+// rkey (the key with its prefix) are woken.
+func LockerChannel(l *Locker, rkey string) string {
+	return companionKey(rkey, ":fence") + ":" + l.store.notifier().id
+}
+
+// AcquireScriptHash is the SHA1 the acquire script runs under (EVALSHA).
+var AcquireScriptHash = acquireScript.Hash()

@@ -126,11 +126,11 @@ func TestFaultDeadlineOnClientWithoutSocketDeadlines(t *testing.T) {
 	}
 }
 
-// A foreign release (no publish) is noticed by the process within one
-// backoff sleep (doc.go "Foreign writers", README) where Redis cannot track
-// the key, also when the oldest
-// waiter leaves (its ctx is cancelled) between its polls: the next waiter
-// polls when the oldest would have, not a whole backoff after its turn.
+// A foreign release (no publish) is noticed within one backoff sleep
+// (doc.go "Foreign writers", README) where Redis cannot track the key, also
+// when the head of the queue leaves (its ctx is cancelled) between its
+// polls: its leaving lets the next waiter in, rather than a whole backoff
+// of the next waiter's after it.
 func TestFaultForeignReleaseWhenOldestWaiterLeaves(t *testing.T) {
 	// On miniredis, which has no CLIENT TRACKING: on a real server the
 	// oldest waiter hears of the DEL through tracking, and takes the lock.
@@ -138,7 +138,9 @@ func TestFaultForeignReleaseWhenOldestWaiterLeaves(t *testing.T) {
 	ctx := context.Background()
 	const backoff = 300 * time.Millisecond
 	polls := make(chan time.Time, 100)
-	l := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(backoff)),
+	// The oldest waiter's Locker, whose attempts are counted, and the next
+	// one's: two processes.
+	la := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(backoff)),
 		rediskit.WithHook(func(e rediskit.Event) {
 			if e.Kind == rediskit.EventContended {
 				select {
@@ -147,26 +149,27 @@ func TestFaultForeignReleaseWhenOldestWaiterLeaves(t *testing.T) {
 				}
 			}
 		}))
+	lb := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(time.Minute)))
 	key := fmt.Sprintf("rkfault:foreign:%d", time.Now().UnixNano())
 	require.NoError(t, client.Set(ctx, key, "foreign", time.Minute).Err())
 
 	actx, leave := context.WithCancel(ctx)
 	aDone := make(chan error, 1)
 	go func() {
-		_, err := l.AcquireWithTimeout(actx, key, time.Minute, 10*time.Second)
+		_, err := la.AcquireWithTimeout(actx, key, time.Minute, 10*time.Second)
 		aDone <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
 	bDone := make(chan time.Time, 1)
 	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 10*time.Second)
+		lk, err := lb.AcquireWithTimeout(ctx, key, time.Minute, 10*time.Second)
 		if assert.NoError(t, err) {
 			bDone <- time.Now()
 			_ = lk.Release(ctx)
 		}
 	}()
 	time.Sleep(500 * time.Millisecond)
-	// Drain to the latest poll, then wait for the next one.
+	// Drain to the oldest's latest poll, then wait for the next one.
 	for len(polls) > 0 {
 		<-polls
 	}

@@ -123,8 +123,8 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 	if err := l.validate("acquire", key, ttl); err != nil {
 		return nil, err
 	}
-	rkey := l.cfg.prefix + key
-	companion := companionKey(rkey, ":fence")
+	names := newLockNames(l.cfg.prefix+key, l.store.queues())
+	companion := names.companion
 	start := time.Now()
 	actx := ctx // what each attempt runs on
 	var w *waiter
@@ -144,6 +144,9 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			defer time.AfterFunc(time.Until(end), cancel).Stop()
 		}
 		defer cancel()
+		if l.store.queues() {
+			return l.acquireQueued(ctx, actx, key, &names, ttl, timeout)
+		}
 		// Behind waiters of this process, wait for a turn instead of
 		// snatching the lock from the one a release has just woken.
 		w = l.store.notifier().queue(companion)
@@ -157,7 +160,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 	}()
 	var lastErr error // the last attempt's error, if a wait is riding it out
-	kt := keyTracking{t: l.store.tracker(), rkey: rkey}
+	kt := keyTracking{t: l.store.tracker(), rkey: names.key}
 	defer kt.stop()
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
@@ -173,7 +176,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}
 			lk := &Lock{l: l, key: key, ttl: ttl}
-			lk.args.init(rkey, companion, token, ttl, l.store.notifier().publish)
+			lk.args.init(&names, token, ttl, l.store.notifier().publish, l.store.notifier().id, "")
 			g, err := l.store.obtain(actx, &lk.args, ttl)
 			if err == nil {
 				woken = false // the attempt saw the lock as it is
@@ -216,11 +219,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 		left := timeout - time.Since(start)
 		if left <= 0 {
-			l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start), Err: lastErr})
-			if lastErr != nil {
-				return nil, fmt.Errorf("rediskit: acquire %q: %w, last error: %w", key, ErrNotObtained, lastErr)
-			}
-			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
+			return nil, l.notObtained(key, start, lastErr)
 		}
 		sleep := l.cfg.backoff.Next(retry)
 		if holderTTL > 0 && sleep > holderTTL {
@@ -255,6 +254,16 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 			w, woken = nil, false
 		}
 	}
+}
+
+// notObtained reports a wait for key, begun at start, that ran out;
+// lastErr is the last attempt's error, if the wait was riding it out.
+func (l *Locker) notObtained(key string, start time.Time, lastErr error) error {
+	l.cfg.emit(&l.stats, Event{Kind: EventNotObtained, Key: key, Wait: time.Since(start), Err: lastErr})
+	if lastErr != nil {
+		return fmt.Errorf("rediskit: acquire %q: %w, last error: %w", key, ErrNotObtained, lastErr)
+	}
+	return fmt.Errorf("rediskit: acquire %q: %w", key, ErrNotObtained)
 }
 
 // validate checks the Locker and the arguments every acquisition shares.

@@ -2,7 +2,11 @@ package rediskit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,11 +17,18 @@ import (
 // Waiting acquisitions are woken by the release script's publish instead of
 // polling. A Locker keeps one pub/sub connection (one per node on a Redis
 // Cluster, where sharded pub/sub keeps a message on its slot's node) and
-// subscribes it to the channels of the keys its goroutines wait for. A
-// message wakes the longest-waiting goroutine of the key, so that one
-// release costs one retry per process, not a stampede. Lost messages cost
-// latency, never progress: every wait is also bounded by the backoff and by
-// the holder's TTL.
+// subscribes it to the channels of the keys its goroutines wait for.
+//
+// On one Redis, where the fleet's waiters queue in Redis (see queue.go),
+// each Locker has a channel of its own per key, and a message names the
+// waiter it wakes: one release wakes one waiter of the fleet. Those
+// channels stay subscribed for notifyLinger after their last waiter left,
+// so that a lone waiter does not pay a subscription per acquisition. A
+// Redlock's waiters share one channel per key, and a message wakes the
+// longest-waiting goroutine of each process.
+//
+// Lost messages cost latency, never progress: every wait is also bounded by
+// the backoff and by the holder's TTL.
 
 // Variables, not constants, so that tests can shorten them.
 var (
@@ -66,13 +77,19 @@ func (m notifyMode) publishCommand() string {
 type notifier struct {
 	client       redis.UniversalClient
 	mode         notifyMode
-	publish      any // mode.publishCommand(), boxed once for the release script
+	publish      any    // mode.publishCommand(), boxed once for the release script
+	id           string // names this Locker in the fleet's queues and its channels
 	linger, tick time.Duration
 
 	mu      sync.Mutex
 	subs    map[string]*subscription // by node address; "" in classic mode
-	closed  bool
-	running sync.WaitGroup // the subscriptions' goroutines
+	entries map[string]*waiter       // the waiters queued in Redis, by queue entry
+	// releases counts the releases in progress by lock key: a waiter that
+	// hears through Redis's tracking that its key changed may be about to
+	// be handed the lock by one.
+	releases map[string]int
+	closed   bool
+	running  sync.WaitGroup // the subscriptions' goroutines
 }
 
 // subscription is one pub/sub connection, the goroutine reading it, and
@@ -88,6 +105,7 @@ type subscription struct {
 	node      string
 	channels  map[string]*channel
 	idleSince time.Time      // when channels became empty
+	reaped    time.Time      // when lingering channels were last reaped
 	ops       []subOp        // writes not yet made
 	unsubs    map[string]int // our unsubscribes not yet confirmed, by channel
 	kick      chan struct{}
@@ -108,6 +126,10 @@ type channel struct {
 	confirmed chan struct{} // closed when the server confirms the subscription
 	waiters   []*waiter
 	moved     bool // the server unsubscribed it: its slot moved
+	// linger keeps the channel subscribed for notifyLinger after its last
+	// waiter left (idleSince); a Locker's own channels do.
+	linger    bool
+	idleSince time.Time
 	// nextPoll is when the oldest waiter's sleep ends and it polls Redis;
 	// zero when it took the lock, so that the next one starts afresh.
 	nextPoll time.Time
@@ -119,6 +141,10 @@ type waiter struct {
 	ch   *channel
 	wake chan struct{} // buffered: a wake-up is never lost while it waits
 	turn chan struct{} // buffered: signalled when w becomes its channel's oldest waiter
+	// For a waiter queued in Redis: its queue entry, and the lock a
+	// release of this Locker handed over to it, not yet taken.
+	entry  string
+	handed *grant
 }
 
 func newWaiter(sub *subscription, ch *channel) *waiter {
@@ -127,8 +153,120 @@ func newWaiter(sub *subscription, ch *channel) *waiter {
 
 func newNotifier(client redis.UniversalClient) *notifier {
 	mode := notifyModeFor(client)
-	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
-		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}}
+	return &notifier{client: client, mode: mode, publish: mode.publishCommand(), id: newID(),
+		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
+		releases: map[string]int{}}
+}
+
+// releasing notes that a release of the lock on key starts (+1) or ended
+// (-1).
+func (n *notifier) releasing(key string, delta int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.releases[key] += delta; n.releases[key] <= 0 {
+		delete(n.releases, key)
+	}
+}
+
+// inRelease reports whether a release of the lock on key is in progress.
+func (n *notifier) inRelease(key string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.releases[key] > 0
+}
+
+// register makes a waiter for a queue entry, known to the notifier from
+// now on, so that a message or a hand-over naming the entry reaches it;
+// it is subscribed to its channel later, with attach. It returns nil after
+// close.
+func (n *notifier) register(entry string) *waiter {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed || n.entries == nil {
+		return nil
+	}
+	w := newWaiter(nil, nil)
+	w.entry = entry
+	n.entries[entry] = w
+	return w
+}
+
+// deregister forgets w, made by register, and takes it off its channel.
+// Messages and hand-overs naming its entry go nowhere after it.
+func (n *notifier) deregister(w *waiter) {
+	if w == nil {
+		return
+	}
+	n.mu.Lock()
+	if n.entries[w.entry] == w {
+		delete(n.entries, w.entry)
+	}
+	n.mu.Unlock()
+	n.detach(w)
+}
+
+// detach takes w, made by register, off its channel, if it is on one; the
+// channel lingers (see reap).
+func (n *notifier) detach(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ch := w.ch; ch != nil {
+		ch.waiters = slices.DeleteFunc(ch.waiters, func(o *waiter) bool { return o == w })
+		if len(ch.waiters) == 0 {
+			ch.idleSince = time.Now()
+		}
+		w.sub, w.ch = nil, nil
+	}
+}
+
+// reap unsubscribes the lingering channels that have had no waiter for
+// linger. The caller holds n.mu.
+func (sub *subscription) reap(linger time.Duration) {
+	for name, ch := range sub.channels {
+		if ch.linger && len(ch.waiters) == 0 && time.Since(ch.idleSince) >= linger {
+			delete(sub.channels, name)
+			if len(sub.channels) == 0 {
+				sub.idleSince = time.Now()
+			}
+			sub.enqueue(subOp{subscribe: false, name: name})
+		}
+	}
+}
+
+// deliver hands g, a lock handed over to the queue entry, to its waiter,
+// and wakes it. It reports whether the waiter was there.
+func (n *notifier) deliver(entry string, g grant) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w := n.entries[entry]
+	if w == nil {
+		return false
+	}
+	w.handed = &g
+	w.signal()
+	return true
+}
+
+// takeHanded returns the lock handed over to w, if any, and forgets it.
+func (n *notifier) takeHanded(w *waiter) *grant {
+	if w == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	g := w.handed
+	w.handed = nil
+	return g
+}
+
+// newID returns 8 random bytes as 11 URL-safe characters, or, should
+// crypto/rand fail, the time.
+func newID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		binary.BigEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // watch registers a waiter for the channel and returns once the server has
@@ -143,19 +281,34 @@ func newNotifier(client redis.UniversalClient) *notifier {
 // that subscribed sees it, since it retries once the subscription is
 // confirmed.
 func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bool) {
-	if n.mode == notifyNone {
+	w = newWaiter(nil, nil)
+	ok, joined := n.attach(ctx, w, name, false)
+	if !ok {
 		return nil, false
+	}
+	return w, joined
+}
+
+// attach puts w on the channel name, subscribing it if need be, and
+// returns once the server has confirmed the subscription (see watch). It
+// reports false when wake-ups are unavailable. A lingering channel (one of
+// the Locker's own, see channel) is joined only if it was confirmed before
+// w came: a message published to it earlier named one waiter, possibly w,
+// and was lost.
+func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger bool) (ok, joined bool) {
+	if n.mode == notifyNone {
+		return false, false
 	}
 	node := ""
 	var nodeClient *redis.Client
 	if n.mode == notifySharded {
 		cc, ok := n.client.(*redis.ClusterClient)
 		if !ok {
-			return nil, false
+			return false, false
 		}
 		var err error
 		if nodeClient, err = cc.MasterForKey(ctx, name); err != nil {
-			return nil, false
+			return false, false
 		}
 		node = nodeClient.Options().Addr
 	}
@@ -163,7 +316,7 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		return nil, false
+		return false, false
 	}
 	sub := n.subs[node]
 	if sub == nil {
@@ -181,14 +334,17 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 		go n.write(sub)
 	}
 	ch := sub.channels[name]
-	if ch == nil {
-		ch = &channel{name: name, confirmed: make(chan struct{})}
+	switch {
+	case ch == nil:
+		ch = &channel{name: name, confirmed: make(chan struct{}), linger: linger}
 		sub.channels[name] = ch
 		sub.enqueue(subOp{subscribe: true, name: name})
-	} else {
+	case linger:
+		joined = ch.isConfirmed()
+	default:
 		joined = true
 	}
-	w = newWaiter(sub, ch)
+	w.sub, w.ch = sub, ch
 	ch.waiters = append(ch.waiters, w)
 	n.mu.Unlock()
 
@@ -199,7 +355,7 @@ func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bo
 	case <-ctx.Done():
 	case <-t.C:
 	}
-	return w, joined
+	return true, joined
 }
 
 // queue registers a waiter behind the goroutines of this process already
@@ -453,9 +609,13 @@ func (n *notifier) receive(sub *subscription) {
 				sub.wakeAll(n.mode == notifySharded)
 			}
 		}
+		if time.Since(sub.reaped) >= n.tick {
+			sub.reaped = time.Now()
+			sub.reap(n.linger)
+		}
 		switch {
 		case err == nil:
-			sub.handle(msg)
+			n.handle(sub, msg)
 		case len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger:
 			delete(n.subs, sub.node)
 			n.mu.Unlock()
@@ -555,7 +715,7 @@ func (ch *channel) confirm() {
 }
 
 // handle acts on one message of the subscription. The caller holds n.mu.
-func (sub *subscription) handle(msg any) {
+func (n *notifier) handle(sub *subscription, msg any) {
 	switch m := msg.(type) {
 	case *redis.Subscription:
 		ch := sub.channels[m.Channel]
@@ -573,7 +733,13 @@ func (sub *subscription) handle(msg any) {
 			sub.movedAway(m.Channel, ch)
 		}
 	case *redis.Message:
-		if ch := sub.channels[m.Channel]; ch != nil {
+		switch ch := sub.channels[m.Channel]; {
+		case m.Payload != "":
+			// A Locker's own channel: the message names the waiter.
+			if w := n.entries[m.Payload]; w != nil {
+				w.signal()
+			}
+		case ch != nil:
 			wakeOne(ch)
 		}
 	}
@@ -584,7 +750,7 @@ func (sub *subscription) handle(msg any) {
 func (n *notifier) moved(w *waiter) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return w.ch.moved
+	return w.ch != nil && w.ch.moved
 }
 
 // close ends every subscription and waits for their goroutines. Waiters in

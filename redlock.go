@@ -118,6 +118,10 @@ type quorum struct {
 
 func (q *quorum) notifier() *notifier { return q.notify }
 
+// A Redlock keeps no queue of waiters (see queue.go).
+func (q *quorum) queues() bool                     { return false }
+func (q *quorum) leave(context.Context, *lockArgs) {}
+
 func (q *quorum) majority() int { return len(q.nodes)/2 + 1 }
 
 // tracker is nil: a Redlock's nodes would each have to be watched.

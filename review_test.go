@@ -267,8 +267,9 @@ func keysOn(t *testing.T, cc *redis.ClusterClient, prefix, addr string, n int) [
 	return keys
 }
 
-// channelOf is the channel a lock's releases are published on (no prefix).
-func channelOf(key string) string { return rediskit.CompanionKey(key, ":fence") }
+// channelOf is the channel on which l's waiters for a lock (no prefix) are
+// woken.
+func channelOf(l *rediskit.Locker, key string) string { return rediskit.LockerChannel(l, key) }
 
 // shardSubscribers returns SHARDNUMSUB of channel on one node.
 func shardSubscribers(t *testing.T, c *redis.Client, channel string) int64 {
@@ -324,7 +325,7 @@ func TestReview1ClusterResubscribeAfterDrop(t *testing.T) {
 	}
 	for _, key := range keys {
 		key := key
-		require.True(t, eventually(3*time.Second, func() bool { return shardSubscribers(t, node.c, channelOf(key)) == 1 }),
+		require.True(t, eventually(3*time.Second, func() bool { return shardSubscribers(t, node.c, channelOf(l, key)) == 1 }),
 			"the waiter on %s subscribes", key)
 	}
 
@@ -336,8 +337,8 @@ func TestReview1ClusterResubscribeAfterDrop(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	for _, key := range keys {
 		key := key
-		assert.True(t, eventually(time.Second, func() bool { return shardSubscribers(t, node.c, channelOf(key)) == 1 }),
-			"SHARDNUMSUB %s after the drop: %d, want 1", channelOf(key), shardSubscribers(t, node.c, channelOf(key)))
+		assert.True(t, eventually(time.Second, func() bool { return shardSubscribers(t, node.c, channelOf(l, key)) == 1 }),
+			"SHARDNUMSUB %s after the drop: %d, want 1", channelOf(l, key), shardSubscribers(t, node.c, channelOf(l, key)))
 	}
 
 	for i, key := range keys {
@@ -665,13 +666,13 @@ func TestReview9SlotMigrationKeepsWaking(t *testing.T) {
 	})
 	l := newLocker(t, waiterClient, slowBackoff)
 	w := startWaiter(t, l, key, time.Minute, 30*time.Second)
-	require.True(t, eventually(3*time.Second, func() bool { return shardSubscribers(t, src.c, channelOf(key)) == 1 }),
+	require.True(t, eventually(3*time.Second, func() bool { return shardSubscribers(t, src.c, channelOf(l, key)) == 1 }),
 		"the waiter subscribes on %s", src.addr)
 
 	moved = true
 	require.NoError(t, migrateSlot(ctx, slot, src, dst, masters))
 	t.Logf("slot %d moved from %s to %s; SHARDNUMSUB there now %d", slot, src.addr, dst.addr,
-		shardSubscribers(t, src.c, channelOf(key)))
+		shardSubscribers(t, src.c, channelOf(l, key)))
 	time.Sleep(1500 * time.Millisecond) // time to follow the slot
 
 	released := time.Now()
@@ -824,7 +825,7 @@ func TestReview10UnreachableNodeDoesNotStallOthers(t *testing.T) {
 	wy := startWaiter(t, l, onY, time.Minute, 30*time.Second)
 	startWaiter(t, l, onX[0], time.Minute, 30*time.Second)
 	require.True(t, eventually(3*time.Second, func() bool {
-		return shardSubscribers(t, y.c, channelOf(onY)) == 1 && shardSubscribers(t, x.c, channelOf(onX[0])) == 1
+		return shardSubscribers(t, y.c, channelOf(l, onY)) == 1 && shardSubscribers(t, x.c, channelOf(l, onX[0])) == 1
 	}), "both waiters subscribe")
 
 	// X becomes unreachable and its pub/sub connection drops: the Locker

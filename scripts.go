@@ -23,62 +23,221 @@ func newFenceScript(src string) *redis.Script {
 // fallback when the server answers NOSCRIPT (after a restart, a failover or
 // SCRIPT FLUSH), so a call costs one round trip in the common case.
 
-// acquireScript takes a lock and issues its fencing token in one round trip.
+// fenceLua issues a fencing token: max(last + 1, the server's time in
+// microseconds), written to the counter, which outlives the lock's TTL by
+// fenceCounterLife. last is the counter's value, read before the script's
+// first write (see acquireScript for why).
 //
-// KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot).
-// ARGV[1] the token; ARGV[2] the TTL in milliseconds. The counter outlives
-// the lock by fenceCounterLife.
-// Reply: {1, fence} when obtained; {0, pttl} when another owner holds the
-// key, pttl being the holder's remaining TTL (-1 when it has none).
-//
-// The fence is max(last fence + 1, server time in microseconds). The time
-// term keeps fences increasing when the counter has expired or was lost in a
-// failover, so the counter can expire instead of piling up one key per lock
-// name forever. A key that already holds this token (a retried acquire whose
-// first reply was lost) counts as obtained, with its TTL renewed.
-//
-// The script is all-or-nothing: the one command that can fail on data (GET
-// of a counter that is not a string) runs before the first write, and the
-// writes themselves cannot fail once the first has succeeded (Redis checks
-// for OOM once per script). So an error reply means nothing was written.
-var acquireScript = newFenceScript(`
-local last = redis.call('GET', KEYS[2])
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	local cur = redis.pcall('GET', KEYS[1])
-	if cur ~= ARGV[1] then
-		return {0, redis.call('PTTL', KEYS[1])}
+// The time term keeps fences increasing when the counter has expired or was
+// lost in a failover, so the counter can expire instead of piling up one key
+// per lock name forever.
+const fenceLua = `
+local function fence(counter, last, ttl)
+	local t = redis.call('TIME')
+	local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+	last = tonumber(last)
+	if last and last >= f then
+		f = last + 1
 	end
+	redis.call('SET', counter, string.format('%d', f), 'PX', tonumber(ttl) + FENCE_LIFE_MS)
+	return f
+end
+`
+
+// queueLua keeps the fleet's queue of waiting acquisitions of a lock: a
+// sorted set of entries by arrival (KEYS[3]) and one of the same entries by
+// the server time, in milliseconds, at which each is dropped unless its
+// waiter comes back (KEYS[4]), both in the lock's slot. An entry is
+// "TTL:PID:HAND": the TTL in milliseconds the waiter asks for, the id of
+// its Locker (whose channel, the lock's companion + ":" + PID, wakes it),
+// and the token the lock is handed over to it with.
+//
+// prune drops the entries whose time is up and returns the server's time;
+// enqueue adds an entry at the tail, or keeps its place, and moves its
+// time to now + life, and returns its place (0 for the head); parse splits
+// an entry.
+const queueLua = `
+local function prune(q, d)
+	local t = redis.call('TIME')
+	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	local dead = redis.call('ZRANGEBYSCORE', d, '-inf', now, 'LIMIT', 0, 100)
+	if #dead > 0 then
+		redis.call('ZREM', q, unpack(dead))
+		redis.call('ZREM', d, unpack(dead))
+	end
+	return now
+end
+local function enqueue(q, d, entry, now, life)
+	if not redis.call('ZSCORE', q, entry) then
+		local last = redis.call('ZRANGE', q, -1, -1, 'WITHSCORES')
+		local n = 1
+		if last[2] then
+			n = tonumber(last[2]) + 1
+		end
+		redis.call('ZADD', q, n, entry)
+	end
+	redis.call('ZADD', d, now + life, entry)
+	redis.call('PEXPIRE', q, 2 * life)
+	redis.call('PEXPIRE', d, 2 * life)
+	return redis.call('ZRANK', q, entry)
+end
+local function dequeue(q, d, entry)
+	redis.call('ZREM', q, entry)
+	redis.call('ZREM', d, entry)
+end
+local function parse(entry)
+	return string.match(entry, '^(%d+):([^:]*):(.*)$')
+end
+`
+
+// acquireScript takes a lock and issues its fencing token in one round
+// trip.
+//
+// KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot);
+// optionally KEYS[3] and KEYS[4], the lock's queue (see queueLua), which a
+// Redlock node has none of. ARGV[1] the token; ARGV[2] the TTL in
+// milliseconds; with a queue, optionally ARGV[3] the caller's queue entry
+// and ARGV[4] its life in milliseconds, for an acquisition that waits.
+//
+// With a queue, a free lock goes to the queue's head only: a caller that
+// is not the head (a TryAcquire, or a waiter behind it) finds it reserved.
+// A waiter that fails joins the queue, or keeps its place and renews its
+// entry's life. A lock handed over to a waiter's entry (by releaseScript)
+// counts as obtained by the waiter, under the entry's token.
+//
+// Reply: {1, fence} when obtained; {1, fence, 1} when it was handed over to
+// the caller's entry; {0, pttl, place} when another owner holds the key,
+// pttl being the holder's remaining TTL (-1 when it has none), or when the
+// lock is free but reserved for the head of the queue (pttl -3); place is
+// the caller's place in the queue, 0 for the head, -1 when not queued.
+//
+// A key that already holds the caller's token (a retried acquire whose
+// first reply was lost) counts as obtained, with its TTL renewed, and so
+// does one handed over to the caller's entry.
+//
+// The script is all-or-nothing: the commands that can fail on data (GET of
+// a counter that is not a string, reads of a queue of another type) run
+// before the first write, and the writes themselves cannot fail once the
+// first has succeeded (Redis checks for OOM once per script). So an error
+// reply means nothing was written.
+var acquireScript = newFenceScript(fenceLua + queueLua + `
+local last = redis.call('GET', KEYS[2])
+local q, d, entry = KEYS[3], KEYS[4], ARGV[3] or ''
+local now, head, hand = 0, false, nil
+if q then
+	now = prune(q, d)
+	head = redis.call('ZRANGE', q, 0, 0)[1]
+	if entry ~= '' then
+		local _
+		_, _, hand = parse(entry)
+	end
+end
+local place = function()
+	if hand then
+		return enqueue(q, d, entry, now, tonumber(ARGV[4]))
+	end
+	return -1
+end
+local cur = redis.pcall('GET', KEYS[1])
+local handed = 0
+if not cur then
+	if head and head ~= entry then
+		return {0, -3, place()}
+	end
+	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif cur == ARGV[1] or (hand and cur == hand) then
 	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	if cur ~= ARGV[1] then
+		handed = 1
+	end
+else
+	return {0, redis.call('PTTL', KEYS[1]), place()}
 end
-local t = redis.call('TIME')
-local fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
-last = tonumber(last)
-if last and last >= fence then
-	fence = last + 1
+if hand then
+	dequeue(q, d, entry)
 end
-redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', tonumber(ARGV[2]) + FENCE_LIFE_MS)
-return {1, fence}
+local f = fence(KEYS[2], last, ARGV[2])
+if handed == 1 then
+	return {1, f, 1}
+end
+return {1, f}
 `)
 
 // releaseScript deletes a lock only if it still holds the caller's token,
-// and then publishes a wake-up for the acquisitions waiting on it.
+// and then lets the next acquisition in.
 //
-// KEYS[1] the lock key. ARGV[1] the token; ARGV[2] the publish command
-// (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the channel, in KEYS[1]'s
-// slot, named like the fencing counter (lockArgs).
-// Reply: 1 when deleted; 0 when the key is gone or holds another token.
+// KEYS[1] the lock key; with a queue (see queueLua), KEYS[2] its fencing
+// counter and KEYS[3], KEYS[4] its queue. ARGV[1] the token; ARGV[2] the
+// publish command (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the lock's
+// companion, in KEYS[1]'s slot (lockArgs), the channel of the rediskit
+// waiters that keep no queue (Redlock, and earlier versions); with a queue,
+// ARGV[4] the id of the caller's Locker, or empty, and ARGV[5] a queue entry
+// that leaves (a waiter giving up: the lock is also released if it was
+// handed over to that entry), or empty.
+//
+// Without a queue, or with an empty one, the release publishes an empty
+// message on the companion. With a queue, the lock, once free, is handed
+// over to the head of the queue when the head is a waiter of the caller's
+// Locker (which tells it, in process): the key takes the head's token and
+// TTL and a new fence is issued. Otherwise the head is woken on its
+// Locker's channel, with its entry as the message; the head is woken too
+// when the leaving entry was the head, and the lock is still held.
+//
+// Reply: 1 when deleted; 0 when the key is gone or holds another token;
+// {2, fence, entry, deleted} when the lock was handed over to entry.
 //
 // The publish is a pcall: a server without SPUBLISH (before Redis 7) still
-// releases, and its waiters fall back to backoff.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+// releases, and its waiters fall back to polling.
+var releaseScript = newFenceScript(fenceLua + queueLua + `
+local function wake(channel, msg)
+	if ARGV[2] ~= '' then
+		redis.pcall(ARGV[2], channel, msg)
+	end
+end
+local cur = redis.pcall('GET', KEYS[1])
+local q, d = KEYS[3], KEYS[4]
+if not q then
+	if cur ~= ARGV[1] then
+		return 0
+	end
+	redis.call('DEL', KEYS[1])
+	wake(ARGV[3], '')
+	return 1
+end
+local last = redis.call('GET', KEYS[2])
+redis.call('ZRANGE', q, 0, 0) -- a queue of another type fails here, before any write
+local leaving, hand, wasHead = ARGV[5], nil, false
+prune(q, d)
+if leaving ~= '' then
+	local _
+	_, _, hand = parse(leaving)
+	wasHead = redis.call('ZRANK', q, leaving) == 0
+	dequeue(q, d, leaving)
+end
+local deleted = 0
+if cur == ARGV[1] or (hand and cur == hand) then
+	redis.call('DEL', KEYS[1])
+	deleted = 1
+elseif cur and not wasHead then
 	return 0
 end
-redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then
-	redis.pcall(ARGV[2], ARGV[3], '')
+local head = redis.call('ZRANGE', q, 0, 0)[1]
+if not head then
+	if deleted == 1 then
+		wake(ARGV[3], '')
+	end
+	return deleted
 end
-return 1
+local ttl, pid, token = parse(head)
+if deleted == 1 or not cur then
+	if ARGV[4] ~= '' and pid == ARGV[4] then
+		redis.call('SET', KEYS[1], token, 'PX', ttl)
+		dequeue(q, d, head)
+		return {2, fence(KEYS[2], last, ttl), head, deleted}
+	end
+end
+wake(ARGV[3] .. ':' .. pid, head)
+return deleted
 `)
 
 // refreshScript resets a lock's TTL only if it still holds the caller's

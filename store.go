@@ -3,6 +3,7 @@ package rediskit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,6 +25,11 @@ type store interface {
 	pttl(ctx context.Context, a *lockArgs, ttl time.Duration) (remaining time.Duration, held bool, err error)
 	// notifier is where waiters subscribe to releases.
 	notifier() *notifier
+	// queues reports whether waiters queue in Redis (see queue.go).
+	queues() bool
+	// leave takes a waiter that gives up out of the queue (see
+	// single.leave).
+	leave(ctx context.Context, a *lockArgs)
 	// tracker tells waiters that a key changed, whoever changed it; nil
 	// where it cannot.
 	tracker() *tracker
@@ -36,9 +42,11 @@ type store interface {
 // grant is the outcome of one attempt to take a lock.
 type grant struct {
 	held       bool          // the lock was taken
+	handed     bool          // when held: handed over to the attempt's queue entry, under its token
 	fence      int64         // when held: its fencing token
 	validUntil time.Time     // when held: until when it is sure to be held
 	holderTTL  time.Duration // when not held: the holder's remaining TTL, negative when it has none
+	place      int64         // when not held: the attempt's place in the queue, 0 the head, -1 none
 }
 
 // errLateReply says that a lock was granted after its validity had run out,
@@ -52,22 +60,56 @@ var errLateReply = fmt.Errorf("reply came after the lock's validity: %w", ErrNot
 //
 // The names are the lock's key, with the prefix, and its companion in the
 // same cluster slot, which names both the fencing counter and the channel
-// its releases are published on. Channels and keys are separate namespaces;
-// sharing the name saves building a second one.
+// its releases are published on (channels and keys are separate
+// namespaces), and, on a store that queues waiters, the queue's two keys.
 type lockArgs struct {
 	key, companion, token string
-	keys                  [2]string // key, companion: the acquire script's KEYS; keys[:1] the others'
-	acquire               [2]any    // token, TTL in ms: the acquire script's ARGV
-	release               [3]any    // token, the publish command, companion: the release script's; release[:1] the TTL script's
+	entry                 string // the waiter's queue entry, or ""
+	pid                   string // the Locker's id in queue entries, or ""
+	names                 [4]string
+	keys                  []string // the acquire and release scripts' KEYS; keys[:1] the others'
+	acquire               []any    // the acquire script's ARGV
+	release               []any    // the release script's ARGV; release[:1] the TTL script's
+	argv                  [9]any   // acquire's and release's, end to end
 }
 
-// init makes a's argument lists; publish is the store's publish command.
-func (a *lockArgs) init(rkey, companion, token string, ttl time.Duration, publish any) {
-	a.key, a.companion, a.token = rkey, companion, token
-	a.keys = [2]string{rkey, companion}
+// lockNames are the Redis names of one lock.
+type lockNames struct {
+	key, companion string
+	queue, lives   string // the queue's keys, "" when the store keeps none
+}
+
+func newLockNames(rkey string, queued bool) lockNames {
+	n := lockNames{key: rkey, companion: companionKey(rkey, ":fence")}
+	if queued {
+		n.queue, n.lives = n.companion+":queue", n.companion+":lives"
+	}
+	return n
+}
+
+// init makes a's argument lists; publish is the store's publish command,
+// pid the Locker's id and entry the waiter's queue entry, or "".
+func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, publish any, pid, entry string) {
+	a.key, a.companion, a.token, a.entry, a.pid = n.key, n.companion, token, entry, pid
+	a.names = [4]string{n.key, n.companion, n.queue, n.lives}
 	tok := any(token)
-	a.acquire = [2]any{tok, ttl.Milliseconds()}
-	a.release = [3]any{tok, publish, companion}
+	a.argv = [9]any{tok, ttl.Milliseconds(), entry, queueLife.Milliseconds(), tok, publish, n.companion, pid, ""}
+	switch {
+	case n.queue == "": // Redlock
+		a.keys, a.acquire, a.release = a.names[:2], a.argv[:2], a.argv[4:7]
+	case entry == "":
+		a.keys, a.acquire, a.release = a.names[:], a.argv[:2], a.argv[4:]
+	default:
+		a.keys, a.acquire, a.release = a.names[:], a.argv[:4], a.argv[4:]
+	}
+}
+
+// releaseKeys returns the release script's KEYS.
+func (a *lockArgs) releaseKeys() []string {
+	if len(a.keys) == 2 {
+		return a.keys[:1]
+	}
+	return a.keys
 }
 
 // single is a store on one Redis: a single node, Sentinel, Ring or Cluster.
@@ -83,6 +125,8 @@ func newSingle(client redis.UniversalClient) *single {
 }
 
 func (s *single) notifier() *notifier { return s.notify }
+
+func (s *single) queues() bool { return true }
 
 func (s *single) tracker() *tracker { return s.track }
 
@@ -117,11 +161,11 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 			rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl.Add(settleWait))
 			defer cancel()
 			return runAcquire(rctx, s.client, a)
-		}, func(reply []int64, err error) { s.settleAcquire(a, reply, err) })
+		}, func(reply []int64, err error) { s.settleAcquire(a, reply, err, true) })
 	}
 	if err != nil {
 		if !abandoned { // else settled when the reply comes
-			s.settleAcquire(a, nil, err)
+			s.settleAcquire(a, nil, err, false)
 		}
 		return grant{}, err
 	}
@@ -134,33 +178,72 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 	// longer can be counted on.
 	g.validUntil = validUntil(sent, ttl)
 	if !time.Now().Before(g.validUntil) {
-		s.calls.background(func() { s.undo(a, false) })
+		s.calls.background(func() { s.undo(a, false, false) })
 		return grant{}, errLateReply
 	}
 	return g, nil
 }
 
 // settleAcquire undoes an acquisition nobody will use: one whose reply
-// came after its caller gave up, or was lost. The scripts are all-or-nothing,
-// so a Redis error reply means nothing was written; any other error leaves
-// the outcome unknown, and releasing with the token is safe whatever
-// happened.
-func (s *single) settleAcquire(a *lockArgs, reply []int64, err error) {
+// came after its caller gave up (ended), or was lost. The scripts are
+// all-or-nothing, so a Redis error reply means nothing was written; any
+// other error leaves the outcome unknown, and releasing with the token is
+// safe whatever happened. The attempt of a waiter that ended may also have
+// put its entry back in the queue after the waiter left it: that entry
+// leaves again.
+func (s *single) settleAcquire(a *lockArgs, reply []int64, err error, ended bool) {
 	switch {
-	case err == nil && (len(reply) == 0 || reply[0] != 1):
-		return // not taken
 	case err != nil && !inFlight(err):
 		return // a Redis error reply (the script wrote nothing), or never sent
+	case err == nil && (len(reply) == 0 || reply[0] != 1) && (!ended || a.entry == ""):
+		return // not taken, and not queued
 	}
-	s.calls.background(func() { s.undo(a, err != nil) })
+	s.calls.background(func() { s.undo(a, err != nil, ended) })
 }
 
 // undo releases an acquisition its caller will not use; inFlight says that
-// its request may still be on its way (see calls.undo).
-func (s *single) undo(a *lockArgs, inFlight bool) {
+// its request may still be on its way (see calls.undo). The entry of a
+// waiter that ended leaves the queue, and the lock with it if it was
+// handed over to the entry.
+func (s *single) undo(a *lockArgs, inFlight, ended bool) {
+	args := slices.Clone(a.release)
+	if ended && len(args) == 5 {
+		args[4] = a.entry
+	}
 	s.calls.undo(func(ctx context.Context) (int64, error) {
-		return releaseScript.Run(ctx, s.client, a.keys[:1], a.release[:]...).Int64()
+		deleted, err := s.releaseWith(ctx, a, args)
+		if deleted {
+			return 1, err
+		}
+		return 0, err
 	}, inFlight)
+}
+
+// leave takes the entry of a waiter that gives up out of the queue, and
+// the lock with it if it was handed over to the entry: a release of the
+// entry's token that leaves. It waits lastAttemptGrace at most, whatever
+// ctx says, so that the caller's next attempt, a TryAcquire, finds the
+// waiter gone; a call that fails or takes longer goes on in the
+// background, retried for a few seconds (see calls.undo). Past that, the
+// entry ends within queueLife, and a lock handed over to it within its TTL.
+func (s *single) leave(ctx context.Context, a *lockArgs) {
+	if a.entry == "" {
+		return
+	}
+	args := slices.Clone(a.release)
+	args[0], args[4] = entryToken(a.entry), a.entry
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastAttemptGrace)
+	_, err := s.releaseWith(lctx, a, args)
+	cancel()
+	if err == nil {
+		return
+	}
+	s.calls.background(func() {
+		s.calls.undo(func(ctx context.Context) (int64, error) {
+			_, err := s.releaseWith(ctx, a, args)
+			return 0, err
+		}, false)
+	})
 }
 
 // settleWait is how long an acquisition's reply is awaited after its caller
@@ -168,7 +251,53 @@ func (s *single) undo(a *lockArgs, inFlight bool) {
 const settleWait = 3 * time.Second
 
 func (s *single) release(ctx context.Context, a *lockArgs, _ time.Duration) (bool, error) {
-	return s.tokenScript(ctx, releaseScript, a, a.release[:]...)
+	return s.releaseWith(ctx, a, a.release)
+}
+
+// releaseWith runs the release script with args, and delivers the lock to
+// the waiter of this Locker it was handed over to, if any. It reports
+// whether the caller's lock was deleted. Inline, it builds no closure: that
+// is the uncontended path's cost.
+func (s *single) releaseWith(ctx context.Context, a *lockArgs, args []any) (bool, error) {
+	s.notify.releasing(a.key, 1)
+	defer s.notify.releasing(a.key, -1)
+	sent := time.Now()
+	var reply any
+	var err error
+	if s.calls.inline(ctx) {
+		reply, err = releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
+	} else {
+		reply, _, err = run(s.calls, ctx, func(ctx context.Context) (any, error) {
+			return releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
+		}, nil)
+	}
+	if err != nil {
+		return false, err
+	}
+	return s.released(reply, sent)
+}
+
+// released reads the release script's reply to a request sent at sent. A
+// lock handed over to a waiter of this Locker is held by it from the
+// script's run, which was after sent, for the TTL in its entry; the
+// waiter takes it from the notifier. Had it left, its leaving releases the
+// lock (see releaseScript).
+func (s *single) released(reply any, sent time.Time) (bool, error) {
+	switch r := reply.(type) {
+	case int64:
+		return r == 1, nil
+	case []any:
+		if len(r) == 4 {
+			fence, ok1 := r[1].(int64)
+			entry, ok2 := r[2].(string)
+			deleted, ok3 := r[3].(int64)
+			if ttl, ok4 := entryTTL(entry); ok1 && ok2 && ok3 && ok4 {
+				s.notify.deliver(entry, grant{held: true, handed: true, fence: fence, validUntil: validUntil(sent, ttl)})
+				return deleted == 1, nil
+			}
+		}
+	}
+	return false, fmt.Errorf("unexpected release reply %v", reply)
 }
 
 func (s *single) refresh(ctx context.Context, a *lockArgs, ttl time.Duration) (bool, error) {
@@ -198,20 +327,25 @@ func (s *single) pttl(ctx context.Context, a *lockArgs, _ time.Duration) (time.D
 
 // runAcquire runs the acquire script on one Redis.
 func runAcquire(ctx context.Context, client redis.UniversalClient, a *lockArgs) ([]int64, error) {
-	return acquireScript.Run(ctx, client, a.keys[:], a.acquire[:]...).Int64Slice()
+	return acquireScript.Run(ctx, client, a.keys, a.acquire...).Int64Slice()
 }
 
 // parseAcquire reads the acquire script's reply.
 func parseAcquire(reply []int64) (grant, error) {
-	switch {
-	case len(reply) != 2:
+	if len(reply) != 2 && len(reply) != 3 {
 		return grant{}, fmt.Errorf("unexpected acquire reply %v", reply)
-	case reply[0] == 1:
-		return grant{held: true, fence: reply[1]}, nil
-	case reply[1] == 0: // expiring this very millisecond: retry at once
-		return grant{holderTTL: time.Nanosecond}, nil
 	}
-	return grant{holderTTL: time.Duration(reply[1]) * time.Millisecond}, nil
+	if reply[0] == 1 {
+		return grant{held: true, fence: reply[1], handed: len(reply) == 3 && reply[2] == 1}, nil
+	}
+	g := grant{holderTTL: time.Duration(reply[1]) * time.Millisecond, place: -1}
+	if reply[1] == 0 { // expiring this very millisecond: retry at once
+		g.holderTTL = time.Nanosecond
+	}
+	if len(reply) == 3 {
+		g.place = reply[2]
+	}
+	return g, nil
 }
 
 // pttlReply turns the pttl script's reply into a TTL: -1ns for a key without

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -178,8 +179,12 @@ type rueidisLocker struct{ l rueidislock.Locker }
 func newRueidislock(clients []*redis.Client) locker {
 	l, err := rueidislock.NewLocker(rueidislock.LockerOption{
 		ClientOption: rueidis.ClientOption{InitAddress: []string{clients[0].Options().Addr}},
-		KeyMajority:  1,
-		KeyValidity:  5 * time.Second,
+		ClientBuilder: func(o rueidis.ClientOption) (rueidis.Client, error) {
+			c, err := rueidis.NewClient(o)
+			return countingRueidis{c}, err
+		},
+		KeyMajority: 1,
+		KeyValidity: 5 * time.Second,
 	})
 	if err != nil {
 		panic(err)
@@ -217,6 +222,46 @@ func (r rueidisLocker) acquire(ctx context.Context, key string, ttl, wait time.D
 			return nil, errNotObtained
 		}
 	}
+}
+
+// rueidisRequests counts the requests of rueidislock's rueidis clients, as
+// a counted client's hook does for go-redis: commands, and cached reads
+// that missed the client-side cache.
+var rueidisRequests atomic.Int64
+
+type countingRueidis struct{ rueidis.Client }
+
+func (c countingRueidis) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	rueidisRequests.Add(1)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c countingRueidis) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	rueidisRequests.Add(int64(len(multi)))
+	return c.Client.DoMulti(ctx, multi...)
+}
+
+func (c countingRueidis) DoCache(ctx context.Context, cmd rueidis.Cacheable, ttl time.Duration) rueidis.RedisResult {
+	r := c.Client.DoCache(ctx, cmd, ttl)
+	if !r.IsCacheHit() {
+		rueidisRequests.Add(1)
+	}
+	return r
+}
+
+func (c countingRueidis) DoMultiCache(ctx context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
+	rs := c.Client.DoMultiCache(ctx, multi...)
+	for _, r := range rs {
+		if !r.IsCacheHit() {
+			rueidisRequests.Add(1)
+		}
+	}
+	return rs
+}
+
+func (c countingRueidis) Receive(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error {
+	rueidisRequests.Add(1)
+	return c.Client.Receive(ctx, subscribe, fn)
 }
 
 // rueidisRetry cuts each rueidislock wait, which may otherwise never end.

@@ -86,7 +86,7 @@ type usage struct {
 
 func snapshot(b *testing.B, cs []*counted) usage {
 	b.Helper()
-	u := usage{nodes: int64(len(cs))}
+	u := usage{nodes: int64(len(cs)), requests: rueidisRequests.Load()}
 	for _, c := range cs {
 		u.requests += c.requests.Load() // before this INFO
 		info, err := c.Info(context.Background(), "stats", "commandstats").Result()

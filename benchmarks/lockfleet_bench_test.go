@@ -38,6 +38,10 @@ var lockFleetLibs = []lockLib{libRediskit, libRueidislock, libRedsync, libRedisl
 //     then the next acquire);
 //   - maxwait-ms: the longest any process waited for one acquisition;
 //   - barge-%: acquisitions by the process that held the lock just before;
+//   - req/op: requests per acquisition, every process's together: the
+//     commands each process sent (counted by a hook on its client; for
+//     rueidislock, on the rueidis client it builds), and the pub/sub
+//     (un)subscriptions the server counted;
 //   - srvcmd/op: server commands per acquisition, every process's
 //     together, scripts' inner commands and pub/sub or tracking commands
 //     included.
@@ -59,14 +63,16 @@ func BenchmarkLockFleet(b *testing.B) {
 			key := uniqueKey("fleet-lock")
 			before := snapshot(b, cs)
 			b.ResetTimer()
-			turns, err := f.contend(key, rounds)
+			turns, reqs, err := f.contend(key, rounds)
 			b.StopTimer()
 			if err != nil {
 				b.Fatal(err)
 			}
-			// Server commands only: the processes' requests are not
-			// counted here.
+			// The processes' requests, and what the server counted; the
+			// parent's own requests are only the snapshots' INFO.
 			after := snapshot(b, cs)
+			reqs += after.pubsubCmds - before.pubsubCmds
+			b.ReportMetric(float64(reqs)/float64(len(turns)), "req/op")
 			b.ReportMetric(float64(after.serverCmds-before.serverCmds-before.nodes)/float64(len(turns)), "srvcmd/op")
 			slices.SortFunc(turns, func(x, y fleetTurn) int { return x.acquired.Compare(y.acquired) })
 			var gaps, waits latencies
@@ -98,38 +104,44 @@ type fleetTurn struct {
 }
 
 // contend has every process arm for rounds acquisitions of key, then lets
-// them all go at once, and returns every acquisition.
-func (f *fleet) contend(key string, rounds int) ([]fleetTurn, error) {
+// them all go at once, and returns every acquisition and the requests the
+// processes sent meanwhile.
+func (f *fleet) contend(key string, rounds int) (turns []fleetTurn, reqs int64, err error) {
 	for _, p := range f.procs {
 		if err := p.send(fmt.Sprintf("arm %s %d", key, rounds)); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	for _, p := range f.procs {
 		if _, err := p.expect("armed"); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	for _, p := range f.procs {
 		if err := p.send("go"); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	var turns []fleetTurn
 	for i, p := range f.procs {
 		done, err := p.expect("done")
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		fields := strings.Fields(done)
-		if len(fields) != 3*rounds {
-			return nil, fmt.Errorf("lock fleet helper: %d fields, want %d", len(fields), 3*rounds)
+		if len(fields) != 1+3*rounds {
+			return nil, 0, fmt.Errorf("lock fleet helper: %d fields, want %d", len(fields), 1+3*rounds)
 		}
+		n, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("lock fleet helper: %w", err)
+		}
+		reqs += n
+		fields = fields[1:]
 		ts := make([]time.Time, len(fields))
 		for j, s := range fields {
 			ns, err := strconv.ParseInt(s, 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("lock fleet helper: %w", err)
+				return nil, 0, fmt.Errorf("lock fleet helper: %w", err)
 			}
 			ts[j] = time.Unix(0, ns)
 		}
@@ -137,14 +149,15 @@ func (f *fleet) contend(key string, rounds int) ([]fleetTurn, error) {
 			turns = append(turns, fleetTurn{i, ts[j], ts[j+1], ts[j+2]})
 		}
 	}
-	return turns, nil
+	return turns, reqs, nil
 }
 
 // TestLockFleetHelper is a helper process of BenchmarkLockFleet, and skips
 // otherwise. "arm KEY N" readies N acquisitions of KEY, answered "armed";
 // "go" makes them, one after another (hold 1 ms, release, ask again), and
-// answers "done" and, for each, the wall-clock nanoseconds at which it
-// asked, got the lock and started its release. It returns at the end of
+// answers "done", the requests the process sent meanwhile, and, for each
+// acquisition, the wall-clock nanoseconds at which it asked, got the lock
+// and started its release. It returns at the end of
 // its input.
 func TestLockFleetHelper(t *testing.T) {
 	name := os.Getenv(envLockFleetHelper)
@@ -156,7 +169,8 @@ func TestLockFleetHelper(t *testing.T) {
 
 func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error {
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := &counted{Client: redis.NewClient(&redis.Options{Addr: addr})}
+	c.AddHook(c)
 	defer c.Close()
 	var lib *lockLib
 	for _, l := range lockFleetLibs {
@@ -167,7 +181,7 @@ func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error
 	if lib == nil {
 		return fmt.Errorf("no lock library %q", name)
 	}
-	l := lib.make([]*redis.Client{c})
+	l := lib.make([]*redis.Client{c.Client})
 	defer l.close()
 	if release, err := l.acquire(ctx, uniqueKey("warm"), time.Second, 0); err != nil {
 		return err
@@ -195,6 +209,7 @@ func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error
 			return fmt.Errorf("got %q, want go", in.Text())
 		}
 		var out strings.Builder
+		reqs := c.requests.Load() + rueidisRequests.Load()
 		for r := 0; r < rounds; r++ {
 			asked := time.Now()
 			release, err := l.acquire(ctx, key, 5*time.Second, time.Minute)
@@ -209,7 +224,8 @@ func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error
 			}
 			fmt.Fprintf(&out, " %d %d %d", asked.UnixNano(), acquired.UnixNano(), released.UnixNano())
 		}
-		if err := say("done" + out.String()); err != nil {
+		reqs = c.requests.Load() + rueidisRequests.Load() - reqs
+		if err := say(fmt.Sprintf("done %d%s", reqs, out.String())); err != nil {
 			return err
 		}
 	}

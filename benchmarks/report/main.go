@@ -234,13 +234,7 @@ func targets(r results, order []string) []target {
 			target{"uncontended acquire+release within 1.2× of two raw round trips, " + m.what, measured, ns/pingNs <= 1.2, m.info},
 			target{"no more allocations per acquire+release than bsm/redislock, " + m.what, fmt.Sprintf("%s vs %s", num(a), num(b)), a <= b, m.info})
 	}
-	if gap, ok := r.get("LockFleet/rediskit", "gap-p50-µs"); ok {
-		if peer, ok := r.get("LockFleet/rueidislock", "gap-p50-µs"); ok {
-			cmds, peerCmds := r.must("LockFleet/rediskit", "srvcmd/op"), r.must("LockFleet/rueidislock", "srvcmd/op")
-			ts = append(ts, target{"hand-off across 8 processes: gap p50 no worse than rueidislock's, with fewer server commands per acquisition",
-				fmt.Sprintf("gap p50 %s µs vs %s µs; %s vs %s server commands", num(gap), num(peer), num(cmds), num(peerCmds)), gap <= peer && cmds < peerCmds, false})
-		}
-	}
+	ts = append(ts, fairTargets(r)...)
 	ts = append(ts, foreignTargets(r, order)...)
 	ts = append(ts, foreignFloorTargets(r, order)...)
 	if ns, ok := r.get("CacheGetHit/rediskit", "ns/op"); ok {
@@ -254,6 +248,34 @@ func targets(r results, order []string) []target {
 	}
 	ts = append(ts, loadTargets(r)...)
 	return append(ts, localTargets(r)...)
+}
+
+// fairTargets checks the hand-off against rueidislock's, in one process
+// (LockHandoff) and across 8 (LockFleet): the gap, the requests and server
+// commands per acquisition, and the longest wait.
+func fairTargets(r results) []target {
+	var ts []target
+	for _, s := range []struct {
+		wl, what string
+		ratio    float64
+	}{{"LockHandoff", "in one process", 0.6}, {"LockFleet", "across 8 processes", 0.8}} {
+		kit, peer := s.wl+"/rediskit", s.wl+"/rueidislock"
+		gap, ok1 := r.get(kit, "gap-p50-µs")
+		peerGap, ok2 := r.get(peer, "gap-p50-µs")
+		if !ok1 || !ok2 {
+			continue
+		}
+		req, cmds, peerCmds := r.must(kit, "req/op"), r.must(kit, "srvcmd/op"), r.must(peer, "srvcmd/op")
+		wait, peerWait := r.must(kit, "maxwait-ms"), r.must(peer, "maxwait-ms")
+		ts = append(ts,
+			target{fmt.Sprintf("hand-off %s: gap p50 at most %s× rueidislock's", s.what, num(s.ratio)),
+				fmt.Sprintf("%s× (%s µs vs %s µs)", num(gap/peerGap), num(gap), num(peerGap)), gap <= s.ratio*peerGap, false},
+			target{fmt.Sprintf("hand-off %s: at most 3 requests, and fewer server commands than rueidislock, per acquisition", s.what),
+				fmt.Sprintf("%s requests; %s vs %s server commands", num(req), num(cmds), num(peerCmds)), req <= 3 && cmds < peerCmds, false},
+			target{fmt.Sprintf("hand-off %s: longest wait no more than rueidislock's", s.what),
+				fmt.Sprintf("%s ms vs %s ms", num(wait), num(peerWait)), wait <= peerWait, false})
+	}
+	return ts
 }
 
 // localTargets checks the local tier: its hits against a Redis hit and
@@ -549,9 +571,9 @@ func main() {
 	fmt.Fprintln(w, "### Locks, back to back: 8 goroutines take one key in a loop, 1 ms critical section, asking again as soon as they release (barging and fairness)")
 	fmt.Fprintln(w)
 	table(w, r, order, "LockBackToBack", []string{"acq/s", "gap-p50-µs", "gap-p99-µs", "maxwait-ms", "barge-%", "req/op", "srvcmd/op"}, "maxwait-ms", "", false, "redislock-tightloop")
-	fmt.Fprintln(w, "### Locks across processes: 8 OS processes, one goroutine each, take one key in a loop, hold it 1 ms, release and ask again at once (gap: from a release's start to the next holder having the lock, whoever; barge-%: acquisitions by the process that held the lock just before; srvcmd/op: server commands per acquisition, all processes together; rueidislock's waits are cut and made again every 200 ms: without that, one of its waiters waited for good with the key free)")
+	fmt.Fprintln(w, "### Locks across processes: 8 OS processes, one goroutine each, take one key in a loop, hold it 1 ms, release and ask again at once (gap: from a release's start to the next holder having the lock, whoever; barge-%: acquisitions by the process that held the lock just before; req/op and srvcmd/op: requests and server commands per acquisition, all processes together; rueidislock's waits are cut and made again every 200 ms: without that, one of its waiters waited for good with the key free)")
 	fmt.Fprintln(w)
-	table(w, r, order, "LockFleet", []string{"gap-p50-µs", "gap-p99-µs", "maxwait-ms", "barge-%", "srvcmd/op"}, "gap-p50-µs", "Floor/ping-ping:p50-µs", false)
+	table(w, r, order, "LockFleet", []string{"gap-p50-µs", "gap-p99-µs", "maxwait-ms", "barge-%", "req/op", "srvcmd/op"}, "gap-p50-µs", "Floor/ping-ping:p50-µs", false)
 	fmt.Fprintln(w, "### Locks, foreign release: a rediskit acquisition waits while another program holds the key, which releases it at a random phase of the waiter's backoff (gap: from the release's start to the waiter holding the lock; p50 and p99 are medians of the runs, max is the largest over all runs; bound: the backoff's cap + 2 × this run's Floor/ping p99, the documented cap + a round trip from the key being free, plus the release's own round trip; only rediskit's release publishes a wake-up)")
 	fmt.Fprintln(w)
 	foreignTable(w, r, order)

@@ -1,0 +1,206 @@
+package rediskit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The fleet's queue. On one Redis (single node, Sentinel, Cluster, Ring),
+// the acquisitions that wait for a lock queue in Redis, beside the lock and
+// in its slot (see queueLua): every waiting goroutine of every process has
+// an entry, in order of arrival. A free lock goes to the head of the queue
+// only, so neither a releaser asking again nor a newcomer (TryAcquire
+// included) takes it past a live waiter, and a release wakes the head
+// alone, on its Locker's channel, instead of every process: one retry per
+// release, not one per process.
+//
+// When the head is a waiter of the releasing Locker, the release script
+// hands the lock over to it at once (the key takes the waiter's token, its
+// TTL and a new fence) and the releasing call gives it to the waiter in
+// process, so the next holder needs no round trip of its own. The lock is
+// then valid from the release's send time. Across processes there is no
+// hand-over: the waiter would have to confirm the lock with a round trip
+// before it could count on it (its process may have died, and its
+// validity can only be measured from a request of its own), and that
+// round trip is the acquisition the woken head makes anyway.
+//
+// A waiter's entry lives queueLife from its last attempt; waiters sleep at
+// most queueBeat between attempts, so an entry outlives its waiter (a
+// process that crashed, or was cut off) by at most queueLife, and the next
+// waiter notices within queueBeat more. A waiter that gives up leaves the
+// queue in the background (single.leave); an attempt that arrives after
+// its waiter left is taken out again when its reply comes (settleAcquire).
+// Plain SET NX locks of other programs still exclude ours and are
+// excluded, but they do not queue: such a program may take the lock when
+// it is free, and a waiter at the head of the queue hears of its release
+// through Redis's key tracking or its backoff.
+//
+// A Redlock keeps no queue: its nodes would have to agree on one.
+
+// Variables, not constants, so that tests can shorten them.
+var (
+	// queueLife is how long a waiter's entry stays in the queue after its
+	// waiter's last attempt.
+	queueLife = 2 * time.Second
+	// queueBeat bounds a queued waiter's sleep between attempts.
+	queueBeat = 500 * time.Millisecond
+)
+
+// newEntry returns a queue entry for a waiter of the Locker pid asking for
+// ttl: "TTL:PID:HAND", HAND being the token a lock handed over to the
+// entry holds.
+func newEntry(ttl time.Duration, pid string) (string, error) {
+	hand, err := newToken()
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(ttl.Milliseconds(), 10) + ":" + pid + ":" + hand, nil
+}
+
+// entryTTL returns the TTL an entry asks for.
+func entryTTL(entry string) (time.Duration, bool) {
+	ms, _, ok := strings.Cut(entry, ":")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	return time.Duration(n) * time.Millisecond, ok && err == nil
+}
+
+// entryToken returns the token of a lock handed over to an entry.
+func entryToken(entry string) string {
+	return entry[strings.LastIndexByte(entry, ':')+1:]
+}
+
+// acquireQueued is a waiting acquisition on a store that queues waiters:
+// the first attempt joins the queue, and the next ones keep the place,
+// until the lock is taken, handed over, or the wait ends (then the entry
+// leaves the queue). actx bounds each attempt (see acquire).
+func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *lockNames, ttl, timeout time.Duration) (_ *Lock, err error) {
+	start := time.Now()
+	n := l.store.notifier()
+	entry, err := newEntry(ttl, n.id)
+	if err != nil {
+		return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+	}
+	// Known to the notifier before the first attempt, so that neither a
+	// hand-over nor a wake-up that follows it can miss the waiter.
+	w := n.register(entry)
+	subscribed := false
+	var last *lockArgs // the last attempt's
+	kt := keyTracking{t: l.store.tracker(), rkey: names.key}
+	defer func() {
+		kt.stop()
+		n.deregister(w)
+		if err != nil && last != nil {
+			l.store.leave(ctx, last)
+		}
+	}()
+	var lastErr error // the last attempt's error, if the wait is riding it out
+	for retry := 1; ; retry++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		if g := n.takeHanded(w); g != nil && time.Now().Before(g.validUntil) {
+			// A release of this Locker handed the lock over.
+			return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
+		}
+		// A fresh token for every attempt, as in acquire.
+		token, err := newToken()
+		if err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		lk := &Lock{l: l, key: key, ttl: ttl}
+		lk.args.init(names, token, ttl, n.publish, n.id, entry)
+		last = &lk.args
+		g, err := l.store.obtain(actx, &lk.args, ttl)
+		holderTTL, place := time.Duration(-1), int64(0)
+		switch {
+		case err == nil && g.held && g.handed:
+			return l.acquired(key, names, entryToken(entry), ttl, g, start), nil
+		case err == nil && g.held:
+			lk.fence, lk.validUntil = g.fence, g.validUntil
+			l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
+			return lk, nil
+		case err == nil:
+			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
+			holderTTL, place, lastErr = g.holderTTL, g.place, nil
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ctx.Err())
+		case actx.Err() != nil:
+			if lastErr == nil {
+				lastErr = fmt.Errorf("no reply within the wait of %v", timeout)
+			}
+		case errors.Is(err, errLateReply) || transient(err):
+			lastErr = err
+		default:
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		left := timeout - time.Since(start)
+		if left <= 0 {
+			return nil, l.notObtained(key, start, lastErr)
+		}
+		// The head polls the lock as a lone waiter would; the others only
+		// keep their place, and are woken when their turn comes.
+		sleep := queueBeat
+		if place == 0 {
+			sleep = min(sleep, l.cfg.backoff.Next(retry))
+			if holderTTL > 0 {
+				sleep = min(sleep, holderTTL)
+			}
+		}
+		sleep = min(sleep, left)
+		if w != nil && !subscribed {
+			// Subscribe, then retry at once unless the channel was already
+			// subscribed: a wake-up published before it went to nobody.
+			// Waiting for the confirmation is bounded by the sleep it
+			// replaces.
+			wctx, cancel := context.WithTimeout(actx, sleep)
+			ok, joined := n.attach(wctx, w, names.companion+":"+n.id, true)
+			cancel()
+			subscribed = ok
+			if ok && !joined {
+				continue
+			}
+		}
+		var changed <-chan struct{}
+		began := time.Now()
+		if place == 0 {
+			if sleep >= trackSleep {
+				kt.arm()
+			}
+			changed = kt.changed(ctx, sleep)
+		} else {
+			kt.stop()
+			kt.armed = false
+		}
+		woken, fired, err := pause(ctx, max(sleep-time.Since(began), 0), w, changed)
+		if err == nil && fired && !woken && w != nil && n.inRelease(names.key) {
+			// A release of this Locker's changed the key: it may be
+			// handing the lock over to this waiter, which then needs no
+			// attempt of its own.
+			woken, _, err = pause(ctx, max(sleep-time.Since(began), 0), w, nil)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+		}
+		if place == 0 {
+			kt.after(woken || fired, fired)
+		}
+		if w != nil && n.moved(w) {
+			// The channel's slot moved: subscribe again on its new node.
+			n.detach(w)
+			subscribed = false
+		}
+	}
+}
+
+// acquired returns the Lock that a grant handed over to the waiter's entry
+// stands for: it holds the entry's token.
+func (l *Locker) acquired(key string, names *lockNames, token string, ttl time.Duration, g grant, start time.Time) *Lock {
+	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil}
+	lk.args.init(names, token, ttl, l.store.notifier().publish, l.store.notifier().id, "")
+	l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
+	return lk
+}

@@ -1,0 +1,432 @@
+package rediskit_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rediskit/rediskit"
+)
+
+// The fleet's queue of waiters (queue.go). Lockers on their own stand for
+// processes: each has its own id, channel and entries, and a release of one
+// reaches the waiters of another only through Redis.
+
+// queued waits until n acquisitions wait for key in its queue.
+func queued(t *testing.T, client redis.UniversalClient, key string, n int64) {
+	t.Helper()
+	q, _ := rediskit.QueueKeys(key)
+	require.Eventually(t, func() bool {
+		return client.ZCard(context.Background(), q).Val() == n
+	}, 5*time.Second, time.Millisecond, "%d waiters in the queue", n)
+}
+
+// assertNothingLeft checks that the lock and its queue are gone from
+// Redis (the fencing counter stays, by design).
+func assertNothingLeft(t *testing.T, client redis.UniversalClient, key string) {
+	t.Helper()
+	q, lives := rediskit.QueueKeys(key)
+	assert.Eventually(t, func() bool {
+		ctx := context.Background()
+		return client.Exists(ctx, key).Val()+client.Exists(ctx, q).Val()+client.Exists(ctx, lives).Val() == 0
+	}, 5*time.Second, 5*time.Millisecond, "the lock and its queue are left in Redis")
+}
+
+// Waiters of several processes get the lock in the order they came, the
+// releaser asking again at once included: it queues behind them.
+func TestQueueFIFOAcrossProcesses(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("fifo")
+		holderL := newLocker(t, b.client, noPolling)
+		holder, err := holderL.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		const n = 5
+		var mu sync.Mutex
+		var order []int
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			l := newLocker(t, b.another(t), noPolling) // a process each
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+				assert.NoError(t, lk.Release(ctx))
+			}()
+			queued(t, b.client, key, int64(i+1))
+		}
+		require.NoError(t, holder.Release(ctx))
+		again, err := holderL.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+		require.NoError(t, err)
+		wg.Wait()
+		assert.Equal(t, []int{0, 1, 2, 3, 4}, order, "the order the waiters got the lock in")
+		require.NoError(t, again.Release(ctx))
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// Goroutines of one process keep their order too, and the lock passes
+// between them by hand-over, without an acquisition of their own.
+func TestQueueFIFOInProcess(t *testing.T) {
+	// No attempt to keep a place in the queue while the test runs.
+	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("fifo-local")
+		attempts, count := countAttempts(b.client)
+		l := newLocker(t, b.client, noPolling)
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		const n = 4
+		var mu sync.Mutex
+		var order []int
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				ttl, err := lk.TTL(ctx)
+				assert.NoError(t, err, "the handed-over lock is held under its token")
+				assert.Greater(t, ttl, 50*time.Second, "with the waiter's TTL")
+				assert.NoError(t, lk.Release(ctx))
+			}()
+			queued(t, b.client, key, int64(i+1))
+		}
+		time.Sleep(100 * time.Millisecond) // the first waiter's retry once subscribed
+		count.Store(true)
+		require.NoError(t, holder.Release(ctx))
+		wg.Wait()
+		assert.Equal(t, []int{0, 1, 2, 3}, order)
+		assert.Zero(t, attempts.Load(), "attempts after the hand-overs began")
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// countAttempts counts the acquire script's runs through client while on
+// is true. Call it before client is used: adding a hook is not safe for
+// concurrent use.
+func countAttempts(client redis.UniversalClient) (n *atomic.Int64, on *atomic.Bool) {
+	n, on = new(atomic.Int64), new(atomic.Bool)
+	client.AddHook(attemptHook{n, on})
+	return n, on
+}
+
+type attemptHook struct {
+	n  *atomic.Int64
+	on *atomic.Bool
+}
+
+func (h attemptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h attemptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 1 && h.on.Load() {
+			if name, _ := args[0].(string); (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash {
+				h.n.Add(1)
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h attemptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Neither a newcomer's TryAcquire nor another program's queue-aware
+// acquisition takes a released lock past the waiter the release woke.
+func TestQueueNewcomerDoesNotBarge(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("barge")
+		holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		waiterL := newLocker(t, b.client, noPolling)
+		got := make(chan *rediskit.Lock, 1)
+		go func() {
+			lk, err := waiterL.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+			assert.NoError(t, err)
+			got <- lk
+		}()
+		queued(t, b.client, key, 1)
+		newcomer := newLocker(t, b.client)
+		require.NoError(t, holder.Release(ctx))
+		_, err = newcomer.TryAcquire(ctx, key, time.Minute)
+		assert.ErrorIs(t, err, rediskit.ErrNotObtained, "a newcomer took the lock past the woken waiter")
+		lk := waitFor(t, got, 15*time.Second, "the waiter")
+		require.NotNil(t, lk)
+		require.NoError(t, lk.Release(ctx))
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// A waiter that stops coming back (its process crashed) holds its place
+// for queueLife at most, and the next waiter notices within queueBeat
+// more; meanwhile the lock stays reserved.
+func TestQueueDeadWaiterIsSkipped(t *testing.T) {
+	const life, beat = 400 * time.Millisecond, 100 * time.Millisecond
+	defer rediskit.SetQueueTimes(life, beat)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("dead")
+		holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		// The dead waiter came first, and its entry has its whole life left.
+		q, lives := rediskit.QueueKeys(key)
+		now, err := b.client.Time(ctx).Result()
+		require.NoError(t, err)
+		dead := rediskit.DeadQueueEntry(time.Minute)
+		require.NoError(t, b.client.ZAdd(ctx, q, redis.Z{Score: 1, Member: dead}).Err())
+		require.NoError(t, b.client.ZAdd(ctx, lives, redis.Z{Score: float64(now.Add(life).UnixMilli()), Member: dead}).Err())
+		written := time.Now()
+
+		got := make(chan time.Time, 1)
+		go func() {
+			lk, err := newLocker(t, b.client, noPolling).AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+			if assert.NoError(t, err) {
+				got <- time.Now()
+				assert.NoError(t, lk.Release(ctx))
+			}
+		}()
+		queued(t, b.client, key, 2)
+		require.NoError(t, holder.Release(ctx))
+		_, err = newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+		assert.ErrorIs(t, err, rediskit.ErrNotObtained, "the dead waiter's reservation")
+		at := waitFor(t, got, 15*time.Second, "the waiter")
+		waited := at.Sub(written)
+		t.Logf("obtained %v after the dead entry was written (life %v, beat %v)", waited, life, beat)
+		assert.GreaterOrEqual(t, waited, life-20*time.Millisecond, "the dead waiter's place was taken early")
+		assert.Less(t, waited, life+beat+deadlineSlack, "the dead waiter held the queue too long")
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// A waiter that gives up while its lock is being handed over to it, or
+// just after, leaves nothing held: either it has the lock, under its
+// entry's token, or the lock passes on.
+func TestQueueGiveUpDuringHandOver(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		key := b.key("giveup")
+		l := newLocker(t, b.client, noPolling)
+		other := newLocker(t, b.client)
+		held, left := 0, 0
+		for i := 0; i < 30; i++ {
+			ctx := wakeCtx(t)
+			holder, err := l.TryAcquire(ctx, key, time.Minute)
+			require.NoError(t, err)
+			wctx, cancel := context.WithCancel(ctx)
+			got := make(chan *rediskit.Lock, 1)
+			go func() {
+				lk, err := l.AcquireWithTimeout(wctx, key, time.Minute, time.Hour)
+				if err != nil {
+					assert.ErrorIs(t, err, context.Canceled)
+				}
+				got <- lk
+			}()
+			queued(t, b.client, key, 1)
+			time.AfterFunc(time.Duration(rand.IntN(600))*time.Microsecond, cancel)
+			require.NoError(t, holder.Release(ctx))
+			if lk := <-got; lk != nil {
+				held++
+				assert.Equal(t, lk.Token(), b.client.Get(ctx, key).Val(), "the waiter's lock is not its own")
+				require.NoError(t, lk.Release(ctx))
+			} else {
+				left++
+			}
+			cancel()
+			assertNothingLeft(t, b.client, key)
+			// The lock is free for anyone. (An attempt of the waiter's
+			// that was on its way when it gave up can still queue it
+			// again, or take the lock, until its reply comes back and
+			// the waiter leaves again: hence a short wait, not TryAcquire.)
+			lk, err := other.AcquireWithTimeout(ctx, key, time.Minute, time.Second)
+			require.NoError(t, err, "round %d", i)
+			require.NoError(t, lk.Release(ctx))
+		}
+		t.Logf("the waiter had the lock %d times, gave up %d times", held, left)
+	})
+}
+
+// Holders never overlap, fences only rise, and nothing is left in Redis,
+// with goroutines of several processes waiting, giving up and timing out
+// at random, the hand-overs in process and the wake-ups across.
+func TestQueueMutualExclusionUnderChurn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		key := b.key("churn")
+		const procs, goroutines = 3, 3
+		end := time.Now().Add(1500 * time.Millisecond)
+		var holders atomic.Int32
+		var fenceMu sync.Mutex
+		var lastFence int64
+		var acquired, failed atomic.Int64
+		var wg sync.WaitGroup
+		for p := 0; p < procs; p++ {
+			l := newLocker(t, b.client)
+			for g := 0; g < goroutines; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(end) {
+						ctx, cancel := context.WithCancel(context.Background())
+						if rand.IntN(3) == 0 {
+							time.AfterFunc(time.Duration(rand.IntN(20))*time.Millisecond, cancel)
+						}
+						lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Duration(rand.IntN(40))*time.Millisecond)
+						cancel()
+						if err != nil {
+							failed.Add(1)
+							continue
+						}
+						acquired.Add(1)
+						if !assert.Equal(t, int32(1), holders.Add(1), "two holders") {
+							return
+						}
+						fenceMu.Lock()
+						assert.Greater(t, lk.Fence(), lastFence, "fence went back")
+						lastFence = lk.Fence()
+						fenceMu.Unlock()
+						time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+						holders.Add(-1)
+						assert.NoError(t, lk.Release(context.Background()))
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		t.Logf("%d acquisitions, %d waits given up", acquired.Load(), failed.Load())
+		assert.Positive(t, acquired.Load())
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// A release whose reply is lost still hands the lock over: the waiter
+// finds it held under its entry's token when it next looks, and nobody
+// else can take it meanwhile.
+func TestFaultHandOverReplyLost(t *testing.T) {
+	addr := requireStandalone(t)
+	proxy := newFaultProxy(t, addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	direct := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = direct.Close() })
+	ctx := wakeCtx(t)
+	key := fmt.Sprintf("rkfault:handover:%d", time.Now().UnixNano())
+
+	l := newLocker(t, client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(100*time.Millisecond)))
+	// The scripts are loaded, so that the release is one EVALSHA.
+	warm, err := l.TryAcquire(ctx, key+":warm", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, warm.Release(ctx))
+	holder, err := l.TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	got := make(chan *rediskit.Lock, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+		assert.NoError(t, err)
+		got <- lk
+	}()
+	queued(t, direct, key, 1)
+	// Idle connections in the pool: a new one would wait for the held
+	// reply of its handshake before sending the release.
+	var pings sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		pings.Add(1)
+		go func() {
+			defer pings.Done()
+			assert.NoError(t, client.Ping(ctx).Err())
+		}()
+	}
+	pings.Wait()
+
+	proxy.HoldReplies(500 * time.Millisecond)
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = holder.Release(rctx)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the release's reply was held")
+	// The script ran: the lock is the waiter's, and nobody else's.
+	assert.NotEqual(t, holder.Token(), direct.Get(ctx, key).Val())
+	_, err = newLocker(t, direct).TryAcquire(ctx, key, time.Minute)
+	assert.ErrorIs(t, err, rediskit.ErrNotObtained)
+	proxy.Heal()
+
+	lk := waitFor(t, got, 15*time.Second, "the waiter")
+	require.NotNil(t, lk)
+	assert.Equal(t, lk.Token(), direct.Get(ctx, key).Val())
+	assert.Greater(t, lk.Fence(), holder.Fence())
+	require.NoError(t, lk.Release(ctx))
+	assertNothingLeft(t, direct, key)
+}
+
+// A process whose waiters come one at a time keeps its channel subscribed
+// between them: the second wait makes no extra attempt for a new
+// subscription, and both are woken by the release.
+func TestQueueChannelLingers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.name == "universal-cluster" {
+			t.Skip("the same as cluster")
+		}
+		ctx := wakeCtx(t)
+		key := b.key("linger")
+		holderL := newLocker(t, b.client)
+		var attempts atomic.Int64
+		l := newLocker(t, b.client, noPolling, rediskit.WithHook(func(e rediskit.Event) {
+			if e.Kind == rediskit.EventContended {
+				attempts.Add(1)
+			}
+		}))
+		wait := func() int64 {
+			before := attempts.Load()
+			holder, err := holderL.TryAcquire(ctx, key, time.Minute)
+			require.NoError(t, err)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+				if assert.NoError(t, err) {
+					assert.NoError(t, lk.Release(ctx))
+				}
+			}()
+			queued(t, b.client, key, 1)
+			time.Sleep(20 * time.Millisecond) // subscribed
+			require.NoError(t, holder.Release(ctx))
+			<-done
+			return attempts.Load() - before
+		}
+		first := wait()
+		assert.LessOrEqual(t, first, int64(2), "attempts of the first wait")
+		assert.Equal(t, int64(1), wait(), "attempts of the second wait")
+	})
+}
+
+// requireStandalone returns the address of the real standalone Redis, or
+// skips.
+func requireStandalone(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv(envStandalone)
+	if addr == "" {
+		t.Skipf("set %s to run against a real standalone Redis", envStandalone)
+	}
+	return addr
+}

@@ -44,11 +44,19 @@
 // longer than the TTL (a GC pause, a stopped VM) can still believe it holds
 // the lock, which is what fencing tokens are for.
 //
-// Waiting acquisitions are woken by the holder's release through pub/sub
-// (one subscription per Locker; see [Locker.Close]), and are also bounded by
-// backoff and by the holder's remaining TTL. Of a Locker's acquisitions
-// waiting for one key, only the oldest polls Redis on that backoff; the
-// others wait for a wake-up or for their turn to be the oldest.
+// Waiting acquisitions queue in Redis, beside the lock (on one Redis:
+// single node, Sentinel, Cluster or Ring; a Redlock keeps no queue), in the
+// order they came, whichever process they are in. A free lock goes to the
+// head of the queue only: neither a releaser asking again nor a newcomer,
+// TryAcquire included, takes it past a live waiter. A release wakes the
+// head alone, through its Locker's pub/sub subscription (see
+// [Locker.Close]), or hands the lock straight over to it: the head then
+// holds the lock when it is told, with no round trip of its own. A waiting
+// acquisition is also bounded by backoff and by the holder's remaining TTL,
+// and comes back to Redis at least every 500 ms to keep its place; a waiter
+// whose process exited is skipped at once, and one that stopped coming back
+// holds its place 2 s at most. Plain SET NX locks of other programs still
+// exclude ours and are excluded, but do not queue.
 //
 // # Guarantees and failure modes
 //
@@ -85,8 +93,8 @@
 //     then returns [ErrNotObtained] wrapping the last error. TryAcquire, a
 //     single attempt, returns Redis's error.
 //   - Foreign writers. A release by another program, which publishes no
-//     wake-up, or an expiry, is noticed by a Locker's oldest acquisition
-//     waiting for the key within one backoff sleep (at most the backoff's
+//     wake-up, or an expiry, is noticed by the acquisition at the head of
+//     the key's queue within one backoff sleep (at most the backoff's
 //     cap: 512 ms by default) and a round trip, plus however late the Go
 //     runtime runs the waiter once its sleep ends (a millisecond or a few
 //     on a loaded machine).

@@ -1,6 +1,9 @@
 package rediskit
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Internals exposed to the black-box tests in package rediskit_test.
 var (
@@ -32,12 +35,9 @@ func LocalHas[T any](c *Cache[T], key string) bool {
 	return ok
 }
 
-// QueueKeys returns the keys of the queue of waiters for the lock on rkey
+// QueueKey returns the key of the queue of waiters for the lock on rkey
 // (the key with its prefix).
-func QueueKeys(rkey string) (queue, lives string) {
-	n := newLockNames(rkey, true)
-	return n.queue, n.lives
-}
+func QueueKey(rkey string) string { return newLockNames(rkey, true).queue }
 
 // DeadQueueEntry returns a queue entry of a waiter whose Locker nobody
 // runs: a process that crashed.
@@ -63,3 +63,11 @@ func LockerChannel(l *Locker, rkey string) string {
 
 // AcquireScriptHash is the SHA1 the acquire script runs under (EVALSHA).
 var AcquireScriptHash = acquireScript.Hash()
+
+// QueueEntryChannel returns the channel on which the Locker of a queue
+// entry of the lock on rkey (the key with its prefix) is told of it.
+func QueueEntryChannel(rkey, entry string) string {
+	_, rest, _ := strings.Cut(entry, ":")
+	pid, _, _ := strings.Cut(rest, ":")
+	return companionKey(rkey, ":fence") + ":" + pid
+}

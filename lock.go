@@ -69,7 +69,9 @@ func (l *Locker) Stats() LockStats {
 
 // TryAcquire makes one attempt to lock key for ttl, in one round trip, and
 // returns at once. It returns an error wrapping [ErrNotObtained] if another
-// owner holds the key, or if Redis granted the lock so late that its
+// owner holds the key, or if acquisitions wait for it (the lock is theirs
+// first, in the order they came: see [Locker.AcquireWithTimeout]), or if
+// Redis granted the lock so late that its
 // validity (ttl from when the request was sent, less the drift allowance
 // of 1% of ttl plus 2 ms) had run out, in which case the grant is released;
 // [ErrInvalidArgument] for an empty key or a ttl below [MinLockTTL]; or the
@@ -81,11 +83,20 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 }
 
 // AcquireWithTimeout tries to lock key for ttl until it succeeds or timeout
-// runs out. A waiting acquisition subscribes to the key's release messages
-// (one subscription per Locker, see [Locker.Close]) and retries as soon as
-// the holder releases, the longest-waiting goroutine of the process first;
-// one that starts while goroutines of the process already wait for the key
-// queues behind them instead of trying first.
+// runs out. On one Redis (not a Redlock), a waiting acquisition joins the
+// key's queue in Redis: acquisitions of every process get a free lock in
+// the order they came, and a release wakes the head of the queue alone, on
+// its Locker's channel (one subscription per Locker, see [Locker.Close]),
+// or hands the lock over to it, so that it holds the lock without an
+// attempt of its own (the release script gives it its token, its TTL and a
+// new fence). A lock handed over is valid from the send time of the
+// release, when the release was made by the same Locker, or else of the
+// waiter's last attempt that found the lock held; with less than half its
+// validity left, the waiter makes an attempt, which renews it. The
+// acquisition comes back to Redis at least every 500 ms to keep its place,
+// and leaves the queue when it returns without the lock. A Redlock's
+// waiters keep no queue: a release wakes the longest-waiting goroutine of
+// each process, which retries.
 //
 // It also retries when the Locker's [Backoff] says, never sleeping past the
 // holder's remaining TTL (which each failed attempt returns) nor past the
@@ -176,7 +187,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 				return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 			}
 			lk := &Lock{l: l, key: key, ttl: ttl}
-			lk.args.init(&names, token, ttl, l.store.notifier().publish, l.store.notifier().id, "")
+			lk.args.init(&names, token, ttl, l.store.notifier(), "")
 			g, err := l.store.obtain(actx, &lk.args, ttl)
 			if err == nil {
 				woken = false // the attempt saw the lock as it is

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,11 +76,14 @@ func (m notifyMode) publishCommand() string {
 
 // notifier delivers release messages to a Locker's waiting goroutines.
 type notifier struct {
-	client       redis.UniversalClient
-	mode         notifyMode
-	publish      any    // mode.publishCommand(), boxed once for the release script
-	id           string // names this Locker in the fleet's queues and its channels
-	linger, tick time.Duration
+	client  redis.UniversalClient
+	mode    notifyMode
+	publish any    // mode.publishCommand(), boxed once for the release script
+	id      string // names this Locker in the fleet's queues and its channels
+	// id, queueLife and queueLife - handOverFresh in milliseconds, boxed
+	// once for the scripts.
+	idArg, lifeArg, freshArg any
+	linger, tick             time.Duration
 
 	mu      sync.Mutex
 	subs    map[string]*subscription // by node address; "" in classic mode
@@ -153,7 +157,9 @@ func newWaiter(sub *subscription, ch *channel) *waiter {
 
 func newNotifier(client redis.UniversalClient) *notifier {
 	mode := notifyModeFor(client)
-	return &notifier{client: client, mode: mode, publish: mode.publishCommand(), id: newID(),
+	id := newID()
+	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
+		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
 		releases: map[string]int{}}
 }
@@ -735,10 +741,18 @@ func (n *notifier) handle(sub *subscription, msg any) {
 	case *redis.Message:
 		switch ch := sub.channels[m.Channel]; {
 		case m.Payload != "":
-			// A Locker's own channel: the message names the waiter.
-			if w := n.entries[m.Payload]; w != nil {
-				w.signal()
+			// A Locker's own channel: the message names the waiter, and
+			// the fence of a lock handed over to it, if it was.
+			entry, f, handed := strings.Cut(m.Payload, " ")
+			w := n.entries[entry]
+			if w == nil {
+				break
 			}
+			if fence, err := strconv.ParseInt(f, 10, 64); handed && err == nil {
+				// Its validity is the waiter's to work out (queue.go).
+				w.handed = &grant{held: true, handed: true, fence: fence}
+			}
+			w.signal()
 		case ch != nil:
 			wakeOne(ch)
 		}

@@ -48,6 +48,9 @@ var (
 	queueLife = 2 * time.Second
 	// queueBeat bounds a queued waiter's sleep between attempts.
 	queueBeat = 500 * time.Millisecond
+	// handOverFresh is how lately a waiter of another process must have
+	// made an attempt for a release to hand the lock over to it.
+	handOverFresh = 250 * time.Millisecond
 )
 
 // newEntry returns a queue entry for a waiter of the Locker pid asking for
@@ -97,14 +100,24 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			l.store.leave(ctx, last)
 		}
 	}()
-	var lastErr error // the last attempt's error, if the wait is riding it out
+	var lastErr error      // the last attempt's error, if the wait is riding it out
+	var queuedAt time.Time // when the last attempt that left the waiter queued was sent
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
-		if g := n.takeHanded(w); g != nil && time.Now().Before(g.validUntil) {
-			// A release of this Locker handed the lock over.
-			return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
+		if g := n.takeHanded(w); g != nil {
+			if g.validUntil.IsZero() && !queuedAt.IsZero() {
+				// Handed over by another process: after the last attempt
+				// that left the waiter queued ran, or that attempt would
+				// have found the lock handed over. So the lock is held
+				// for its TTL from when that attempt was sent, at least.
+				g.validUntil = validUntil(queuedAt, ttl)
+			}
+			if time.Until(g.validUntil) > validity(ttl)/2 {
+				return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
+			}
+			// Too little of it left to count on: an attempt renews it.
 		}
 		// A fresh token for every attempt, as in acquire.
 		token, err := newToken()
@@ -112,8 +125,9 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		lk := &Lock{l: l, key: key, ttl: ttl}
-		lk.args.init(names, token, ttl, n.publish, n.id, entry)
+		lk.args.init(names, token, ttl, n, entry)
 		last = &lk.args
+		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)
 		holderTTL, place := time.Duration(-1), int64(0)
 		switch {
@@ -126,6 +140,9 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		case err == nil:
 			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
 			holderTTL, place, lastErr = g.holderTTL, g.place, nil
+			if place >= 0 {
+				queuedAt = sent
+			}
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ctx.Err())
 		case actx.Err() != nil:
@@ -152,15 +169,18 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		}
 		sleep = min(sleep, left)
 		if w != nil && !subscribed {
-			// Subscribe, then retry at once unless the channel was already
-			// subscribed: a wake-up published before it went to nobody.
-			// Waiting for the confirmation is bounded by the sleep it
-			// replaces.
+			// Subscribe, then, at the head of the queue, retry at once
+			// unless the channel was already subscribed: a wake-up
+			// published before it went to nobody. A waiter behind the
+			// head is woken only once its turn comes, which is seldom
+			// that soon; if it was, the wake-up is lost, and the waiter
+			// comes back after its sleep (queueBeat). Waiting for the
+			// confirmation is bounded by the sleep it replaces.
 			wctx, cancel := context.WithTimeout(actx, sleep)
 			ok, joined := n.attach(wctx, w, names.companion+":"+n.id, true)
 			cancel()
 			subscribed = ok
-			if ok && !joined {
+			if ok && !joined && place == 0 {
 				continue
 			}
 		}
@@ -200,7 +220,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 // stands for: it holds the entry's token.
 func (l *Locker) acquired(key string, names *lockNames, token string, ttl time.Duration, g grant, start time.Time) *Lock {
 	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil}
-	lk.args.init(names, token, ttl, l.store.notifier().publish, l.store.notifier().id, "")
+	lk.args.init(names, token, ttl, l.store.notifier(), "")
 	l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 	return lk
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,9 +25,11 @@ import (
 // queued waits until n acquisitions wait for key in its queue.
 func queued(t *testing.T, client redis.UniversalClient, key string, n int64) {
 	t.Helper()
-	q, _ := rediskit.QueueKeys(key)
+	q := rediskit.QueueKey(key)
 	require.Eventually(t, func() bool {
-		return client.ZCard(context.Background(), q).Val() == n
+		// The arrivals, scored in microseconds; the deadlines, in
+		// milliseconds, score below 1e14.
+		return client.ZCount(context.Background(), q, "100000000000000", "+inf").Val() == n
 	}, 5*time.Second, time.Millisecond, "%d waiters in the queue", n)
 }
 
@@ -34,10 +37,9 @@ func queued(t *testing.T, client redis.UniversalClient, key string, n int64) {
 // Redis (the fencing counter stays, by design).
 func assertNothingLeft(t *testing.T, client redis.UniversalClient, key string) {
 	t.Helper()
-	q, lives := rediskit.QueueKeys(key)
+	q := rediskit.QueueKey(key)
 	assert.Eventually(t, func() bool {
-		ctx := context.Background()
-		return client.Exists(ctx, key).Val()+client.Exists(ctx, q).Val()+client.Exists(ctx, lives).Val() == 0
+		return client.Exists(context.Background(), key, q).Val() == 0
 	}, 5*time.Second, 5*time.Millisecond, "the lock and its queue are left in Redis")
 }
 
@@ -155,6 +157,49 @@ func (h attemptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
+// A release hands the lock over to a waiter of another process that made
+// an attempt lately and listens on its channel: the waiter holds it, under
+// its entry's token, with a higher fence, without an attempt of its own.
+func TestQueueHandOverAcrossProcesses(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("handover")
+		waiterClient := b.another(t)
+		attempts, count := countAttempts(waiterClient)
+		holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		got := make(chan *rediskit.Lock, 1)
+		go func() {
+			lk, err := newLocker(t, waiterClient, noPolling).AcquireWithTimeout(ctx, key, 30*time.Second, time.Hour)
+			assert.NoError(t, err)
+			got <- lk
+		}()
+		queued(t, b.client, key, 1)
+		time.Sleep(50 * time.Millisecond) // subscribed, and retried once
+		entries, err := b.client.ZRangeByScore(ctx, rediskit.QueueKey(key),
+			&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
+		require.NoError(t, err)
+		require.Len(t, entries, 1)
+		hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+		count.Store(true)
+		require.NoError(t, holder.Release(ctx))
+		lk := waitFor(t, got, 15*time.Second, "the waiter")
+		require.NotNil(t, lk)
+		assert.Equal(t, hand, lk.Token(), "the lock was not handed over: the waiter took it")
+		assert.Equal(t, hand, b.client.Get(ctx, key).Val())
+		// Once told, the waiter makes no attempt; but Redis's tracking can
+		// tell its head waiter that the key changed before the hand-over's
+		// message comes, and then it looks.
+		assert.LessOrEqual(t, attempts.Load(), int64(1), "attempts after the hand-over")
+		assert.Greater(t, lk.Fence(), holder.Fence())
+		ttl, err := lk.TTL(ctx)
+		require.NoError(t, err)
+		assert.Greater(t, ttl, 25*time.Second, "the waiter's TTL")
+		require.NoError(t, lk.Release(ctx))
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
 // Neither a newcomer's TryAcquire nor another program's queue-aware
 // acquisition takes a released lock past the waiter the release woke.
 func TestQueueNewcomerDoesNotBarge(t *testing.T) {
@@ -182,45 +227,93 @@ func TestQueueNewcomerDoesNotBarge(t *testing.T) {
 	})
 }
 
-// A waiter that stops coming back (its process crashed) holds its place
-// for queueLife at most, and the next waiter notices within queueBeat
-// more; meanwhile the lock stays reserved.
+// A waiter whose process is gone is skipped: at once when its Locker no
+// longer listens on its channel (the process exited, its connections
+// closed) though it came long enough ago to have subscribed, and otherwise
+// (a process cut off, or stopped) once its entry's life runs out,
+// queueLife after its last attempt, which the next waiter notices within
+// queueBeat more; meanwhile the lock stays reserved.
 func TestQueueDeadWaiterIsSkipped(t *testing.T) {
 	const life, beat = 400 * time.Millisecond, 100 * time.Millisecond
 	defer rediskit.SetQueueTimes(life, beat)()
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		ctx := wakeCtx(t)
-		key := b.key("dead")
-		holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
-		require.NoError(t, err)
-		// The dead waiter came first, and its entry has its whole life left.
-		q, lives := rediskit.QueueKeys(key)
-		now, err := b.client.Time(ctx).Result()
-		require.NoError(t, err)
-		dead := rediskit.DeadQueueEntry(time.Minute)
-		require.NoError(t, b.client.ZAdd(ctx, q, redis.Z{Score: 1, Member: dead}).Err())
-		require.NoError(t, b.client.ZAdd(ctx, lives, redis.Z{Score: float64(now.Add(life).UnixMilli()), Member: dead}).Err())
-		written := time.Now()
+		for _, c := range []struct {
+			name      string
+			listening bool          // the dead waiter's channel has a subscriber
+			age       time.Duration // since the dead waiter's last attempt
+			arrived   time.Duration // since it came
+		}{
+			{"exited", false, 0, 3 * time.Second},
+			{"silent", true, 300 * time.Millisecond, 300 * time.Millisecond},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				ctx := wakeCtx(t)
+				key := b.key("dead-" + c.name)
+				holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+				require.NoError(t, err)
+				// The dead waiter came first.
+				dead := rediskit.DeadQueueEntry(time.Minute)
+				if c.listening {
+					ps := subscribe(t, b, rediskit.QueueEntryChannel(key, dead))
+					t.Cleanup(func() { _ = ps.Close() })
+				}
+				now, err := b.client.Time(ctx).Result()
+				require.NoError(t, err)
+				left := life - c.age // of its entry's life
+				require.NoError(t, b.client.ZAdd(ctx, rediskit.QueueKey(key),
+					redis.Z{Score: float64(now.Add(-c.arrived).UnixMicro()), Member: dead},
+					redis.Z{Score: float64(now.Add(left).UnixMilli()), Member: "~" + dead}).Err())
+				written := time.Now()
 
-		got := make(chan time.Time, 1)
-		go func() {
-			lk, err := newLocker(t, b.client, noPolling).AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
-			if assert.NoError(t, err) {
-				got <- time.Now()
-				assert.NoError(t, lk.Release(ctx))
-			}
-		}()
-		queued(t, b.client, key, 2)
-		require.NoError(t, holder.Release(ctx))
-		_, err = newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
-		assert.ErrorIs(t, err, rediskit.ErrNotObtained, "the dead waiter's reservation")
-		at := waitFor(t, got, 15*time.Second, "the waiter")
-		waited := at.Sub(written)
-		t.Logf("obtained %v after the dead entry was written (life %v, beat %v)", waited, life, beat)
-		assert.GreaterOrEqual(t, waited, life-20*time.Millisecond, "the dead waiter's place was taken early")
-		assert.Less(t, waited, life+beat+deadlineSlack, "the dead waiter held the queue too long")
-		assertNothingLeft(t, b.client, key)
+				got := make(chan time.Time, 1)
+				go func() {
+					lk, err := newLocker(t, b.client, noPolling).AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+					if assert.NoError(t, err) {
+						got <- time.Now()
+						assert.NoError(t, lk.Release(ctx))
+					}
+				}()
+				queued(t, b.client, key, 2)
+				// Time for the waiter's Locker to subscribe its channel: a
+				// waiter behind the head does not retry once subscribed.
+				time.Sleep(50 * time.Millisecond)
+				released := time.Now()
+				require.NoError(t, holder.Release(ctx))
+				if !c.listening {
+					at := waitFor(t, got, 15*time.Second, "the waiter")
+					t.Logf("obtained %v after the release", at.Sub(released))
+					assert.Less(t, at.Sub(released), deadlineSlack, "the exited waiter held the queue")
+					assertNothingLeft(t, b.client, key)
+					return
+				}
+				_, err = newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+				assert.ErrorIs(t, err, rediskit.ErrNotObtained, "the silent waiter's reservation")
+				at := waitFor(t, got, 15*time.Second, "the waiter")
+				waited := at.Sub(written)
+				t.Logf("obtained %v after the dead entry was written (%v of its life left, beat %v)", waited, left, beat)
+				assert.GreaterOrEqual(t, waited, left-20*time.Millisecond, "the silent waiter's place was taken early")
+				_ = released
+				assert.Less(t, waited, left+beat+deadlineSlack, "the silent waiter held the queue too long")
+				assertNothingLeft(t, b.client, key)
+			})
+		}
 	})
+}
+
+// subscribe subscribes a connection of its own to a Locker's channel, the
+// way a Locker does on b.
+func subscribe(t *testing.T, b *backend, channel string) *redis.PubSub {
+	t.Helper()
+	ctx := context.Background()
+	var ps *redis.PubSub
+	if cc, ok := b.client.(*redis.ClusterClient); ok {
+		ps = cc.SSubscribe(ctx, channel)
+	} else {
+		ps = b.client.Subscribe(ctx, channel)
+	}
+	_, err := ps.Receive(ctx)
+	require.NoError(t, err)
+	return ps
 }
 
 // A waiter that gives up while its lock is being handed over to it, or

@@ -14,76 +14,98 @@ import (
 const fenceCounterLife = 24 * time.Hour
 
 // newFenceScript makes a script whose text counts on FENCE_LIFE_MS being
-// fenceCounterLife in milliseconds.
+// fenceCounterLife in milliseconds, and LISTEN_US being listenWait in
+// microseconds.
 func newFenceScript(src string) *redis.Script {
-	return redis.NewScript(strings.ReplaceAll(src, "FENCE_LIFE_MS", strconv.FormatInt(fenceCounterLife.Milliseconds(), 10)))
+	return redis.NewScript(strings.NewReplacer(
+		"FENCE_LIFE_MS", strconv.FormatInt(fenceCounterLife.Milliseconds(), 10),
+		"LISTEN_US", strconv.FormatInt(listenWait.Microseconds(), 10),
+	).Replace(src))
 }
+
+// listenWait is how long after its arrival a waiter surely listens on its
+// Locker's channel, if it can: the subscription is made after its first
+// attempt, and waited for confirmWait at most.
+const listenWait = 2 * confirmWait
 
 // The Lua scripts run through redis.Script: EVALSHA, with EVAL as the
 // fallback when the server answers NOSCRIPT (after a restart, a failover or
 // SCRIPT FLUSH), so a call costs one round trip in the common case.
 
 // fenceLua issues a fencing token: max(last + 1, the server's time in
-// microseconds), written to the counter, which outlives the lock's TTL by
-// fenceCounterLife. last is the counter's value, read before the script's
-// first write (see acquireScript for why).
+// microseconds, us), written to the counter, which outlives the lock's TTL
+// by fenceCounterLife. last is the counter's value, read before the
+// script's first write of the lock (see acquireScript for why).
 //
 // The time term keeps fences increasing when the counter has expired or was
 // lost in a failover, so the counter can expire instead of piling up one key
 // per lock name forever.
 const fenceLua = `
-local function fence(counter, last, ttl)
-	local t = redis.call('TIME')
-	local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function nextFence(last, us)
 	last = tonumber(last)
-	if last and last >= f then
-		f = last + 1
+	if last and last >= us then
+		return last + 1
 	end
+	return us
+end
+local function setFence(counter, f, ttl)
 	redis.call('SET', counter, string.format('%d', f), 'PX', tonumber(ttl) + FENCE_LIFE_MS)
 	return f
 end
+local function fence(counter, last, us, ttl)
+	return setFence(counter, nextFence(last, us), ttl)
+end
 `
 
-// queueLua keeps the fleet's queue of waiting acquisitions of a lock: a
-// sorted set of entries by arrival (KEYS[3]) and one of the same entries by
-// the server time, in milliseconds, at which each is dropped unless its
-// waiter comes back (KEYS[4]), both in the lock's slot. An entry is
-// "TTL:PID:HAND": the TTL in milliseconds the waiter asks for, the id of
-// its Locker (whose channel, the lock's companion + ":" + PID, wakes it),
-// and the token the lock is handed over to it with.
+// queueLua keeps the fleet's queue of waiting acquisitions of a lock, a
+// sorted set in the lock's slot (KEYS[3]) holding two members per waiter:
+// its entry, scored by the server time of its arrival in microseconds, and
+// "~" and its entry, scored by the server time in milliseconds at which it
+// is dropped unless its waiter comes back. Times in milliseconds are below
+// 1e14 and in microseconds above it for millennia, so the arrivals sort
+// after every deadline, in order. An entry is "TTL:PID:HAND": the TTL in
+// milliseconds the waiter asks for, the id of its Locker (whose channel,
+// the lock's companion + ":" + PID, wakes it), and the token a lock handed
+// over to it holds.
 //
-// prune drops the entries whose time is up and returns the server's time;
+// now returns the server's time in microseconds, asking once per script;
+// head returns the first entry, after dropping those whose time is up;
 // enqueue adds an entry at the tail, or keeps its place, and moves its
-// time to now + life, and returns its place (0 for the head); parse splits
-// an entry.
+// time to now + life; dequeue removes one; parse splits one.
 const queueLua = `
-local function prune(q, d)
-	local t = redis.call('TIME')
-	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-	local dead = redis.call('ZRANGEBYSCORE', d, '-inf', now, 'LIMIT', 0, 100)
-	if #dead > 0 then
-		redis.call('ZREM', q, unpack(dead))
-		redis.call('ZREM', d, unpack(dead))
+local us
+local function now()
+	if not us then
+		local t = redis.call('TIME')
+		us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 	end
-	return now
+	return us
 end
-local function enqueue(q, d, entry, now, life)
-	if not redis.call('ZSCORE', q, entry) then
-		local last = redis.call('ZRANGE', q, -1, -1, 'WITHSCORES')
-		local n = 1
-		if last[2] then
-			n = tonumber(last[2]) + 1
-		end
-		redis.call('ZADD', q, n, entry)
+local function first(q)
+	return redis.call('ZRANGEBYSCORE', q, '100000000000000', '+inf', 'LIMIT', 0, 1)[1]
+end
+local function head(q)
+	local h = first(q)
+	if not h then
+		return false
 	end
-	redis.call('ZADD', d, now + life, entry)
+	local dead = redis.call('ZRANGEBYSCORE', q, '-inf', math.floor(now() / 1000), 'LIMIT', 0, 100)
+	if #dead == 0 then
+		return h
+	end
+	for i = 1, #dead do
+		dead[#dead + 1] = string.sub(dead[i], 2)
+	end
+	redis.call('ZREM', q, unpack(dead))
+	return first(q) or false
+end
+local function enqueue(q, entry, life)
+	redis.call('ZADD', q, 'NX', now(), entry)
+	redis.call('ZADD', q, math.floor(now() / 1000) + life, '~' .. entry)
 	redis.call('PEXPIRE', q, 2 * life)
-	redis.call('PEXPIRE', d, 2 * life)
-	return redis.call('ZRANK', q, entry)
 end
-local function dequeue(q, d, entry)
-	redis.call('ZREM', q, entry)
-	redis.call('ZREM', d, entry)
+local function dequeue(q, entry)
+	redis.call('ZREM', q, entry, '~' .. entry)
 end
 local function parse(entry)
 	return string.match(entry, '^(%d+):([^:]*):(.*)$')
@@ -94,10 +116,10 @@ end
 // trip.
 //
 // KEYS[1] the lock key; KEYS[2] its fencing counter (same cluster slot);
-// optionally KEYS[3] and KEYS[4], the lock's queue (see queueLua), which a
-// Redlock node has none of. ARGV[1] the token; ARGV[2] the TTL in
-// milliseconds; with a queue, optionally ARGV[3] the caller's queue entry
-// and ARGV[4] its life in milliseconds, for an acquisition that waits.
+// KEYS[3] the lock's queue (see queueLua), which a Redlock node has none
+// of. ARGV[1] the token; ARGV[2] the TTL in milliseconds; for an
+// acquisition that waits, ARGV[3] the caller's queue entry and ARGV[4] its
+// life in milliseconds.
 //
 // With a queue, a free lock goes to the queue's head only: a caller that
 // is not the head (a TryAcquire, or a waiter behind it) finds it reserved.
@@ -107,81 +129,100 @@ end
 //
 // Reply: {1, fence} when obtained; {1, fence, 1} when it was handed over to
 // the caller's entry; {0, pttl, place} when another owner holds the key,
-// pttl being the holder's remaining TTL (-1 when it has none), or when the
-// lock is free but reserved for the head of the queue (pttl -3); place is
-// the caller's place in the queue, 0 for the head, -1 when not queued.
+// pttl being the holder's remaining TTL (-1 when it has none, -4 when not
+// asked for: a waiter behind the head), or when the lock is free but
+// reserved for the head of the queue (pttl -3); place is 0 for the head of
+// the queue, 1 for a waiter behind it, -1 when not queued.
 //
 // A key that already holds the caller's token (a retried acquire whose
 // first reply was lost) counts as obtained, with its TTL renewed, and so
 // does one handed over to the caller's entry.
 //
-// The script is all-or-nothing: the commands that can fail on data (GET of
-// a counter that is not a string, reads of a queue of another type) run
-// before the first write, and the writes themselves cannot fail once the
-// first has succeeded (Redis checks for OOM once per script). So an error
-// reply means nothing was written.
+// The script is all-or-nothing as far as the lock goes: the commands that
+// can fail on data (GET of a counter that is not a string, reads of a queue
+// of another type) run before the first write of the lock or the queue
+// (dropping dead waiters aside), and the writes themselves cannot fail once
+// the first has succeeded (Redis checks for OOM once per script). So an
+// error reply means the lock was not taken.
 var acquireScript = newFenceScript(fenceLua + queueLua + `
-local last = redis.call('GET', KEYS[2])
-local q, d, entry = KEYS[3], KEYS[4], ARGV[3] or ''
-local now, head, hand = 0, false, nil
+local q, entry = KEYS[3], ARGV[3] or ''
+local h, hand = false, nil
 if q then
-	now = prune(q, d)
-	head = redis.call('ZRANGE', q, 0, 0)[1]
+	h = head(q)
 	if entry ~= '' then
 		local _
 		_, _, hand = parse(entry)
 	end
 end
-local place = function()
-	if hand then
-		return enqueue(q, d, entry, now, tonumber(ARGV[4]))
-	end
-	return -1
-end
 local cur = redis.pcall('GET', KEYS[1])
 local handed = 0
 if not cur then
-	if head and head ~= entry then
-		return {0, -3, place()}
+	if h and h ~= entry then
+		if hand then
+			enqueue(q, entry, tonumber(ARGV[4]))
+			return {0, -3, 1}
+		end
+		return {0, -3, -1}
 	end
+	local last = redis.call('GET', KEYS[2])
 	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-elseif cur == ARGV[1] or (hand and cur == hand) then
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
-	if cur ~= ARGV[1] then
-		handed = 1
+	if h then
+		dequeue(q, entry)
 	end
-else
-	return {0, redis.call('PTTL', KEYS[1]), place()}
+	return {1, fence(KEYS[2], last, now(), ARGV[2])}
 end
+if cur == ARGV[1] or (hand and cur == hand) then
+	local last = redis.call('GET', KEYS[2])
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	if hand then
+		dequeue(q, entry)
+	end
+	local f = fence(KEYS[2], last, now(), ARGV[2])
+	if cur ~= ARGV[1] then
+		return {1, f, 1}
+	end
+	return {1, f}
+end
+local place = -1
 if hand then
-	dequeue(q, d, entry)
+	enqueue(q, entry, tonumber(ARGV[4]))
+	place = 1
+	if not h or h == entry then
+		place = 0
+	end
 end
-local f = fence(KEYS[2], last, ARGV[2])
-if handed == 1 then
-	return {1, f, 1}
+if place == 1 then
+	return {0, -4, 1}
 end
-return {1, f}
+return {0, redis.call('PTTL', KEYS[1]), place}
 `)
 
 // releaseScript deletes a lock only if it still holds the caller's token,
 // and then lets the next acquisition in.
 //
 // KEYS[1] the lock key; with a queue (see queueLua), KEYS[2] its fencing
-// counter and KEYS[3], KEYS[4] its queue. ARGV[1] the token; ARGV[2] the
-// publish command (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the lock's
+// counter and KEYS[3] its queue. ARGV[1] the token; ARGV[2] the publish
+// command (PUBLISH, SPUBLISH, or empty for none); ARGV[3] the lock's
 // companion, in KEYS[1]'s slot (lockArgs), the channel of the rediskit
 // waiters that keep no queue (Redlock, and earlier versions); with a queue,
-// ARGV[4] the id of the caller's Locker, or empty, and ARGV[5] a queue entry
+// ARGV[4] the id of the caller's Locker, or empty; ARGV[5] a queue entry
 // that leaves (a waiter giving up: the lock is also released if it was
-// handed over to that entry), or empty.
+// handed over to that entry), or empty; ARGV[6] the milliseconds that the
+// life of a waiter's entry must have left for the lock to be handed over
+// to it in another process (queueLife less handOverFresh).
 //
 // Without a queue, or with an empty one, the release publishes an empty
 // message on the companion. With a queue, the lock, once free, is handed
-// over to the head of the queue when the head is a waiter of the caller's
-// Locker (which tells it, in process): the key takes the head's token and
-// TTL and a new fence is issued. Otherwise the head is woken on its
-// Locker's channel, with its entry as the message; the head is woken too
-// when the leaving entry was the head, and the lock is still held.
+// over to the head of the queue (the key takes the head's token and TTL and
+// a new fence is issued) when the head is a waiter of the caller's Locker,
+// which tells it in process, or when its waiter came back lately and its
+// Locker listens on its channel: the message "ENTRY FENCE" there tells it.
+// A head whose Locker does not listen though it came listenWait ago or more
+// is dropped (its process is gone), and the next one woken; a newer one
+// keeps its place.
+// Otherwise the head is woken on its Locker's channel, with its entry as
+// the message; the head is woken too when the leaving entry was the head,
+// and the lock is still held.
 //
 // Reply: 1 when deleted; 0 when the key is gone or holds another token;
 // {2, fence, entry, deleted} when the lock was handed over to entry.
@@ -190,53 +231,90 @@ return {1, f}
 // releases, and its waiters fall back to polling.
 var releaseScript = newFenceScript(fenceLua + queueLua + `
 local function wake(channel, msg)
-	if ARGV[2] ~= '' then
-		redis.pcall(ARGV[2], channel, msg)
+	if ARGV[2] == '' then
+		return 0
 	end
+	local n = redis.pcall(ARGV[2], channel, msg)
+	if type(n) ~= 'number' then
+		return 0
+	end
+	return n
 end
 local cur = redis.pcall('GET', KEYS[1])
-local q, d = KEYS[3], KEYS[4]
-if not q then
-	if cur ~= ARGV[1] then
+local q, leaving = KEYS[3], ARGV[5] or ''
+local hand
+if leaving ~= '' then
+	local _
+	_, _, hand = parse(leaving)
+end
+local mine = cur == ARGV[1] or (hand ~= nil and cur == hand)
+if not q or (cur and not mine and leaving == '') then
+	if not mine then
 		return 0
 	end
 	redis.call('DEL', KEYS[1])
 	wake(ARGV[3], '')
 	return 1
 end
-local last = redis.call('GET', KEYS[2])
-redis.call('ZRANGE', q, 0, 0) -- a queue of another type fails here, before any write
-local leaving, hand, wasHead = ARGV[5], nil, false
-prune(q, d)
+local wasHead = false
 if leaving ~= '' then
-	local _
-	_, _, hand = parse(leaving)
-	wasHead = redis.call('ZRANK', q, leaving) == 0
-	dequeue(q, d, leaving)
+	wasHead = first(q) == leaving
+	dequeue(q, leaving)
 end
+local h = head(q)
 local deleted = 0
-if cur == ARGV[1] or (hand and cur == hand) then
-	redis.call('DEL', KEYS[1])
+if mine then
 	deleted = 1
 elseif cur and not wasHead then
 	return 0
 end
-local head = redis.call('ZRANGE', q, 0, 0)[1]
-if not head then
-	if deleted == 1 then
+if not h then
+	if mine then
+		redis.call('DEL', KEYS[1])
 		wake(ARGV[3], '')
 	end
 	return deleted
 end
-local ttl, pid, token = parse(head)
-if deleted == 1 or not cur then
+local ttl, pid, token = parse(h)
+local channel = ARGV[3] .. ':' .. pid
+if mine or not cur then
 	if ARGV[4] ~= '' and pid == ARGV[4] then
+		local last = redis.call('GET', KEYS[2])
 		redis.call('SET', KEYS[1], token, 'PX', ttl)
-		dequeue(q, d, head)
-		return {2, fence(KEYS[2], last, ttl), head, deleted}
+		dequeue(q, h)
+		return {2, fence(KEYS[2], last, now(), ttl), h, deleted}
+	end
+	local life = tonumber(redis.call('ZSCORE', q, '~' .. h))
+	if life and life >= math.floor(now() / 1000) + tonumber(ARGV[6]) then
+		local last = redis.call('GET', KEYS[2])
+		local f = nextFence(last, now())
+		if wake(channel, h .. ' ' .. string.format('%d', f)) > 0 then
+			redis.call('SET', KEYS[1], token, 'PX', ttl)
+			setFence(KEYS[2], f, ttl)
+			dequeue(q, h)
+			return deleted
+		end
+		if mine then
+			redis.call('DEL', KEYS[1])
+		end
+		if tonumber(redis.call('ZSCORE', q, h)) > now() - LISTEN_US then
+			return deleted
+		end
+		dequeue(q, h)
+		h = head(q)
+		if not h then
+			if mine then
+				wake(ARGV[3], '')
+			end
+			return deleted
+		end
+		ttl, pid, token = parse(h)
+		channel = ARGV[3] .. ':' .. pid
+	elseif mine then
+		redis.call('DEL', KEYS[1])
 	end
 end
-wake(ARGV[3] .. ':' .. pid, head)
+wake(channel, h)
 return deleted
 `)
 

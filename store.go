@@ -61,39 +61,43 @@ var errLateReply = fmt.Errorf("reply came after the lock's validity: %w", ErrNot
 // The names are the lock's key, with the prefix, and its companion in the
 // same cluster slot, which names both the fencing counter and the channel
 // its releases are published on (channels and keys are separate
-// namespaces), and, on a store that queues waiters, the queue's two keys.
+// namespaces), and, on a store that queues waiters, the queue's key.
 type lockArgs struct {
 	key, companion, token string
 	entry                 string // the waiter's queue entry, or ""
 	pid                   string // the Locker's id in queue entries, or ""
-	names                 [4]string
+	names                 [3]string
 	keys                  []string // the acquire and release scripts' KEYS; keys[:1] the others'
 	acquire               []any    // the acquire script's ARGV
 	release               []any    // the release script's ARGV; release[:1] the TTL script's
-	argv                  [9]any   // acquire's and release's, end to end
+	argv                  [10]any  // acquire's and release's, end to end
 }
 
 // lockNames are the Redis names of one lock.
 type lockNames struct {
 	key, companion string
-	queue, lives   string // the queue's keys, "" when the store keeps none
+	queue          string // the queue's key, "" when the store keeps none
 }
 
 func newLockNames(rkey string, queued bool) lockNames {
 	n := lockNames{key: rkey, companion: companionKey(rkey, ":fence")}
 	if queued {
-		n.queue, n.lives = n.companion+":queue", n.companion+":lives"
+		n.queue = n.companion + ":queue"
 	}
 	return n
 }
 
-// init makes a's argument lists; publish is the store's publish command,
-// pid the Locker's id and entry the waiter's queue entry, or "".
-func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, publish any, pid, entry string) {
-	a.key, a.companion, a.token, a.entry, a.pid = n.key, n.companion, token, entry, pid
-	a.names = [4]string{n.key, n.companion, n.queue, n.lives}
+// init makes a's argument lists for a Locker whose notifier is nt, and
+// the waiter's queue entry, or "".
+func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, nt *notifier, entry string) {
+	a.key, a.companion, a.token, a.entry, a.pid = n.key, n.companion, token, entry, nt.id
+	a.names = [3]string{n.key, n.companion, n.queue}
 	tok := any(token)
-	a.argv = [9]any{tok, ttl.Milliseconds(), entry, queueLife.Milliseconds(), tok, publish, n.companion, pid, ""}
+	var e any = emptyArg
+	if entry != "" {
+		e = entry
+	}
+	a.argv = [10]any{tok, ttl.Milliseconds(), e, nt.lifeArg, tok, nt.publish, n.companion, nt.idArg, emptyArg, nt.freshArg}
 	switch {
 	case n.queue == "": // Redlock
 		a.keys, a.acquire, a.release = a.names[:2], a.argv[:2], a.argv[4:7]
@@ -103,6 +107,9 @@ func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, publish a
 		a.keys, a.acquire, a.release = a.names[:], a.argv[:4], a.argv[4:]
 	}
 }
+
+// emptyArg is "" as a script argument, boxed once.
+var emptyArg any = ""
 
 // releaseKeys returns the release script's KEYS.
 func (a *lockArgs) releaseKeys() []string {
@@ -207,7 +214,7 @@ func (s *single) settleAcquire(a *lockArgs, reply []int64, err error, ended bool
 // handed over to the entry.
 func (s *single) undo(a *lockArgs, inFlight, ended bool) {
 	args := slices.Clone(a.release)
-	if ended && len(args) == 5 {
+	if ended && len(args) > 4 {
 		args[4] = a.entry
 	}
 	s.calls.undo(func(ctx context.Context) (int64, error) {

@@ -743,14 +743,19 @@ func (n *notifier) handle(sub *subscription, msg any) {
 		case m.Payload != "":
 			// A Locker's own channel: the message names the waiter, and
 			// the fence of a lock handed over to it, if it was.
-			entry, f, handed := strings.Cut(m.Payload, " ")
+			entry, rest, handed := strings.Cut(m.Payload, " ")
 			w := n.entries[entry]
 			if w == nil {
 				break
 			}
-			if fence, err := strconv.ParseInt(f, 10, 64); handed && err == nil {
-				// Its validity is the waiter's to work out (queue.go).
-				w.handed = &grant{held: true, handed: true, fence: fence}
+			if handed {
+				f, at, _ := strings.Cut(rest, " ")
+				fence, err1 := strconv.ParseInt(f, 10, 64)
+				us, err2 := strconv.ParseInt(at, 10, 64)
+				if err1 == nil && err2 == nil {
+					// Its validity is the waiter's to work out (queue.go).
+					w.handed = &grant{held: true, handed: true, fence: fence, at: us}
+				}
 			}
 			w.signal()
 		case ch != nil:

@@ -18,22 +18,38 @@ import (
 // alone, on its Locker's channel, instead of every process: one retry per
 // release, not one per process.
 //
-// When the head is a waiter of the releasing Locker, the release script
-// hands the lock over to it at once (the key takes the waiter's token, its
-// TTL and a new fence) and the releasing call gives it to the waiter in
-// process, so the next holder needs no round trip of its own. The lock is
-// then valid from the release's send time. Across processes there is no
-// hand-over: the waiter would have to confirm the lock with a round trip
-// before it could count on it (its process may have died, and its
-// validity can only be measured from a request of its own), and that
-// round trip is the acquisition the woken head makes anyway.
+// The release script hands the lock over to the head at once (the key
+// takes the waiter's token, its TTL and a new fence), so that the next
+// holder needs no round trip of its own:
+//
+//   - when the head is a waiter of the releasing Locker, which gives it the
+//     lock in process once the reply comes. The lock is valid from the
+//     release's send time: the script ran after it.
+//   - when the head is a waiter of another process that made an attempt
+//     within handOverFresh and whose Locker listens on its channel (the
+//     script's PUBLISH counts a receiver), which tells it, fence included.
+//     Its clock cannot be compared with the releaser's, so the waiter
+//     counts the lock's validity from the send time of its own last
+//     attempt that found the lock held: the hand-over ran after that
+//     attempt, or the attempt would have found the lock handed over. With
+//     less than half of it left, the waiter makes an attempt, which renews
+//     the lock. A process that died within handOverFresh before the
+//     release without its connections closing (a machine gone, a network
+//     cut) can be handed the lock, which then stays held until its TTL, as
+//     a lock does whose holder dies just after taking it. A head whose
+//     Locker does not listen though it came listenWait ago or more is
+//     dropped: its process exited.
+//
+// Otherwise the head is woken on its Locker's channel, and makes the
+// attempt that takes the lock.
 //
 // A waiter's entry lives queueLife from its last attempt; waiters sleep at
 // most queueBeat between attempts, so an entry outlives its waiter (a
 // process that crashed, or was cut off) by at most queueLife, and the next
 // waiter notices within queueBeat more. A waiter that gives up leaves the
-// queue in the background (single.leave); an attempt that arrives after
-// its waiter left is taken out again when its reply comes (settleAcquire).
+// queue, releasing a lock handed over to it (single.leave); an attempt that
+// arrives after its waiter left is taken out again when its reply comes
+// (settleAcquire).
 // Plain SET NX locks of other programs still exclude ours and are
 // excluded, but they do not queue: such a program may take the lock when
 // it is free, and a waiter at the head of the queue hears of its release
@@ -100,18 +116,23 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			l.store.leave(ctx, last)
 		}
 	}()
-	var lastErr error      // the last attempt's error, if the wait is riding it out
-	var queuedAt time.Time // when the last attempt that left the waiter queued was sent
+	var lastErr error // the last attempt's error, if the wait is riding it out
+	// The last attempt that left the waiter queued: when it was sent, and
+	// when it ran, in the server's microseconds.
+	var queuedAt time.Time
+	var queuedRan int64
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if g := n.takeHanded(w); g != nil {
-			if g.validUntil.IsZero() && !queuedAt.IsZero() {
-				// Handed over by another process: after the last attempt
-				// that left the waiter queued ran, or that attempt would
-				// have found the lock handed over. So the lock is held
-				// for its TTL from when that attempt was sent, at least.
+			if g.validUntil.IsZero() && !queuedAt.IsZero() && g.at > queuedRan {
+				// Handed over by another process, after the last attempt
+				// that left the waiter queued ran (both times are the
+				// server's): the lock is held for its TTL from when that
+				// attempt was sent, at least. A hand-over that ran before
+				// that attempt is stale: the attempt did not find the lock
+				// handed over, so it had expired, or been deleted.
 				g.validUntil = validUntil(queuedAt, ttl)
 			}
 			if time.Until(g.validUntil) > validity(ttl)/2 {
@@ -141,7 +162,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
 			holderTTL, place, lastErr = g.holderTTL, g.place, nil
 			if place >= 0 {
-				queuedAt = sent
+				queuedAt, queuedRan = sent, g.at
 			}
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ctx.Err())

@@ -128,11 +128,12 @@ end
 // counts as obtained by the waiter, under the entry's token.
 //
 // Reply: {1, fence} when obtained; {1, fence, 1} when it was handed over to
-// the caller's entry; {0, pttl, place} when another owner holds the key,
-// pttl being the holder's remaining TTL (-1 when it has none, -4 when not
-// asked for: a waiter behind the head), or when the lock is free but
+// the caller's entry; {0, pttl, place[, time]} when another owner holds the
+// key, pttl being the holder's remaining TTL (-1 when it has none, -4 when
+// not asked for: a waiter behind the head), or when the lock is free but
 // reserved for the head of the queue (pttl -3); place is 0 for the head of
-// the queue, 1 for a waiter behind it, -1 when not queued.
+// the queue, 1 for a waiter behind it, -1 when not queued; time, for a
+// waiter queued, is the server's time in microseconds when the script ran.
 //
 // A key that already holds the caller's token (a retried acquire whose
 // first reply was lost) counts as obtained, with its TTL renewed, and so
@@ -160,7 +161,7 @@ if not cur then
 	if h and h ~= entry then
 		if hand then
 			enqueue(q, entry, tonumber(ARGV[4]))
-			return {0, -3, 1}
+			return {0, -3, 1, now()}
 		end
 		return {0, -3, -1}
 	end
@@ -192,9 +193,12 @@ if hand then
 	end
 end
 if place == 1 then
-	return {0, -4, 1}
+	return {0, -4, 1, now()}
 end
-return {0, redis.call('PTTL', KEYS[1]), place}
+if place == 0 then
+	return {0, redis.call('PTTL', KEYS[1]), 0, now()}
+end
+return {0, redis.call('PTTL', KEYS[1]), -1}
 `)
 
 // releaseScript deletes a lock only if it still holds the caller's token,
@@ -216,7 +220,8 @@ return {0, redis.call('PTTL', KEYS[1]), place}
 // over to the head of the queue (the key takes the head's token and TTL and
 // a new fence is issued) when the head is a waiter of the caller's Locker,
 // which tells it in process, or when its waiter came back lately and its
-// Locker listens on its channel: the message "ENTRY FENCE" there tells it.
+// Locker listens on its channel: the message "ENTRY FENCE TIME" there
+// tells it, TIME being the server's time in microseconds.
 // A head whose Locker does not listen though it came listenWait ago or more
 // is dropped (its process is gone), and the next one woken; a newer one
 // keeps its place.
@@ -288,7 +293,7 @@ if mine or not cur then
 	if life and life >= math.floor(now() / 1000) + tonumber(ARGV[6]) then
 		local last = redis.call('GET', KEYS[2])
 		local f = nextFence(last, now())
-		if wake(channel, h .. ' ' .. string.format('%d', f)) > 0 then
+		if wake(channel, h .. ' ' .. string.format('%d %d', f, now())) > 0 then
 			redis.call('SET', KEYS[1], token, 'PX', ttl)
 			setFence(KEYS[2], f, ttl)
 			dequeue(q, h)

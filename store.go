@@ -47,6 +47,10 @@ type grant struct {
 	validUntil time.Time     // when held: until when it is sure to be held
 	holderTTL  time.Duration // when not held: the holder's remaining TTL, negative when it has none
 	place      int64         // when not held: the attempt's place in the queue, 0 the head, -1 none
+	// at is, when the attempt left its waiter queued, the server's time in
+	// microseconds when it ran; and for a lock handed over by another
+	// process, when the hand-over ran.
+	at int64
 }
 
 // errLateReply says that a lock was granted after its validity had run out,
@@ -339,7 +343,7 @@ func runAcquire(ctx context.Context, client redis.UniversalClient, a *lockArgs) 
 
 // parseAcquire reads the acquire script's reply.
 func parseAcquire(reply []int64) (grant, error) {
-	if len(reply) != 2 && len(reply) != 3 {
+	if len(reply) < 2 || len(reply) > 4 {
 		return grant{}, fmt.Errorf("unexpected acquire reply %v", reply)
 	}
 	if reply[0] == 1 {
@@ -349,8 +353,11 @@ func parseAcquire(reply []int64) (grant, error) {
 	if reply[1] == 0 { // expiring this very millisecond: retry at once
 		g.holderTTL = time.Nanosecond
 	}
-	if len(reply) == 3 {
+	if len(reply) >= 3 {
 		g.place = reply[2]
+	}
+	if len(reply) == 4 {
+		g.at = reply[3]
 	}
 	return g, nil
 }

@@ -39,8 +39,9 @@ func NewLocker(client redis.UniversalClient, opts ...LockerOption) *Locker {
 }
 
 // Close ends the Locker's pub/sub subscription, which it opens the first
-// time an acquisition has to wait and otherwise closes after 30 seconds
-// without waiters, and its key-tracking connections (see the package
+// time an acquisition has to wait (a key's channel stays subscribed 30
+// seconds after its last waiter left, and the connection closes 30 seconds
+// after its last channel), and its key-tracking connections (see the package
 // documentation), and waits for their goroutines to exit. It also waits for
 // the Redis calls whose callers stopped waiting for them (their context
 // ended first), which end within the client's own timeouts: a call whose

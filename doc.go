@@ -50,8 +50,11 @@
 // head of the queue only: neither a releaser asking again nor a newcomer,
 // TryAcquire included, takes it past a live waiter. A release wakes the
 // head alone, through its Locker's pub/sub subscription (see
-// [Locker.Close]), or hands the lock straight over to it: the head then
-// holds the lock when it is told, with no round trip of its own. A waiting
+// [Locker.Close]), or hands the lock straight over to it: in the same
+// process the head then holds the lock when it is told, with no round trip
+// of its own; in another, after one round trip that confirms it (until
+// then the lock expires within 2 s, so a waiter that died does not keep
+// it). A waiting
 // acquisition is also bounded by backoff and by the holder's remaining TTL,
 // and comes back to Redis at least every 500 ms to keep its place; a waiter
 // whose process exited is skipped at once, and one that stopped coming back

@@ -71,3 +71,7 @@ func QueueEntryChannel(rkey, entry string) string {
 	pid, _, _ := strings.Cut(rest, ":")
 	return companionKey(rkey, ":fence") + ":" + pid
 }
+
+// ValidUntil returns until when lk is sure to be held, as of its
+// acquisition or last refresh.
+func ValidUntil(lk *Lock) time.Time { return lk.validUntil }

@@ -91,9 +91,10 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // or hands the lock over to it, so that it holds the lock without an
 // attempt of its own (the release script gives it its token, its TTL and a
 // new fence). A lock handed over is valid from the send time of the
-// release, when the release was made by the same Locker, or else of the
-// waiter's last attempt that found the lock held; with less than half its
-// validity left, the waiter makes an attempt, which renews it. The
+// release, when the release was made by the same Locker; a lock handed over
+// by another process is set for 2 s at most, so that a waiter that died
+// does not keep it long, and the waiter confirms it for ttl with a refresh
+// (one round trip), valid from the refresh's send time. The
 // acquisition comes back to Redis at least every 500 ms to keep its place,
 // and leaves the queue when it returns without the lock. A Redlock's
 // waiters keep no queue: a release wakes the longest-waiting goroutine of

@@ -6,8 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,10 +80,10 @@ type notifier struct {
 	mode    notifyMode
 	publish any    // mode.publishCommand(), boxed once for the release script
 	id      string // names this Locker in the fleet's queues and its channels
-	// id, queueLife and queueLife - handOverFresh in milliseconds, boxed
-	// once for the scripts.
-	idArg, lifeArg, freshArg any
-	linger, tick             time.Duration
+	// id, queueLife, queueLife - handOverFresh and the claim bound
+	// (queueLife) in milliseconds, boxed once for the scripts.
+	idArg, lifeArg, freshArg, claimArg any
+	linger, tick                       time.Duration
 
 	mu      sync.Mutex
 	subs    map[string]*subscription // by node address; "" in classic mode
@@ -160,7 +160,8 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	id := newID()
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
-		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
+		claimArg: queueLife.Milliseconds(),
+		linger:   notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
 		releases: map[string]int{}}
 }
 
@@ -749,12 +750,11 @@ func (n *notifier) handle(sub *subscription, msg any) {
 				break
 			}
 			if handed {
-				f, at, _ := strings.Cut(rest, " ")
-				fence, err1 := strconv.ParseInt(f, 10, 64)
-				us, err2 := strconv.ParseInt(at, 10, 64)
-				if err1 == nil && err2 == nil {
+				var fence, at, px int64
+				if _, err := fmt.Sscan(rest, &fence, &at, &px); err == nil {
 					// Its validity is the waiter's to work out (queue.go).
-					w.handed = &grant{held: true, handed: true, fence: fence, at: us}
+					w.handed = &grant{held: true, handed: true, fence: fence, at: at,
+						holderTTL: time.Duration(px) * time.Millisecond}
 				}
 			}
 			w.signal()

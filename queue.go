@@ -27,18 +27,20 @@ import (
 //     release's send time: the script ran after it.
 //   - when the head is a waiter of another process that made an attempt
 //     within handOverFresh and whose Locker listens on its channel (the
-//     script's PUBLISH counts a receiver), which tells it, fence included.
-//     Its clock cannot be compared with the releaser's, so the waiter
-//     counts the lock's validity from the send time of its own last
-//     attempt that found the lock held: the hand-over ran after that
-//     attempt, or the attempt would have found the lock handed over. With
-//     less than half of it left, the waiter makes an attempt, which renews
-//     the lock. A process that died within handOverFresh before the
+//     script's PUBLISH counts a receiver), which tells it, fence, time and
+//     TTL included. A process that died within handOverFresh before the
 //     release without its connections closing (a machine gone, a network
-//     cut) can be handed the lock, which then stays held until its TTL, as
-//     a lock does whose holder dies just after taking it. A head whose
-//     Locker does not listen though it came listenWait ago or more is
-//     dropped: its process exited.
+//     cut) can be handed the lock, so the hand-over sets it for the claim
+//     bound (queueLife) at most, and the new holder confirms it for its TTL
+//     with a refresh. Its clock cannot be compared with the releaser's, so
+//     the waiter counts the hand-over's validity from the send time of its
+//     own last attempt that found the lock held: the hand-over ran after
+//     that attempt (the server's times say so), or the attempt would have
+//     found the lock handed over; a message about an older hand-over is
+//     stale, the lock it announced gone. A head whose Locker does not
+//     listen though it came listenWait ago or more is dropped: its process
+//     exited. Where no message can be published (a Ring), nobody is
+//     dropped, and the head finds the lock free when it next comes back.
 //
 // Otherwise the head is woken on its Locker's channel, and makes the
 // attempt that takes the lock.
@@ -126,19 +128,41 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if g := n.takeHanded(w); g != nil {
-			if g.validUntil.IsZero() && !queuedAt.IsZero() && g.at > queuedRan {
-				// Handed over by another process, after the last attempt
-				// that left the waiter queued ran (both times are the
-				// server's): the lock is held for its TTL from when that
-				// attempt was sent, at least. A hand-over that ran before
-				// that attempt is stale: the attempt did not find the lock
-				// handed over, so it had expired, or been deleted.
-				g.validUntil = validUntil(queuedAt, ttl)
+			if g.validUntil.IsZero() {
+				// Handed over by another process, for g.holderTTL (the
+				// claim bound, or ttl if shorter).
+				if queuedAt.IsZero() || g.at <= queuedRan {
+					// A hand-over that ran before the waiter's last
+					// attempt (both times are the server's) is stale:
+					// that attempt did not find the lock handed over, so
+					// it had expired, or been deleted.
+					g = nil
+				} else {
+					// It ran after that attempt, which was sent at
+					// queuedAt: the lock is held for its TTL from then,
+					// at least.
+					g.validUntil = validUntil(queuedAt, g.holderTTL)
+				}
 			}
-			if time.Until(g.validUntil) > validity(ttl)/2 {
+			if g != nil && time.Until(g.validUntil) > validity(ttl)/2 {
 				return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
 			}
-			// Too little of it left to count on: an attempt renews it.
+			if g != nil {
+				// Too little of it left to count on, or only the claim
+				// bound: a refresh, in one round trip, extends it to ttl
+				// from its send time. Failing that, the next attempt
+				// finds out where the lock is.
+				lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence}
+				lk.args.init(names, entryToken(entry), ttl, n, "")
+				sent := time.Now()
+				if held, err := l.store.refresh(actx, &lk.args, ttl); err == nil && held {
+					lk.validUntil = validUntil(sent, ttl)
+					if time.Now().Before(lk.validUntil) {
+						l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
+						return lk, nil
+					}
+				}
+			}
 		}
 		// A fresh token for every attempt, as in acquire.
 		token, err := newToken()

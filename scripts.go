@@ -147,32 +147,13 @@ end
 // error reply means the lock was not taken.
 var acquireScript = newFenceScript(fenceLua + queueLua + `
 local q, entry = KEYS[3], ARGV[3] or ''
-local h, hand = false, nil
-if q then
-	h = head(q)
-	if entry ~= '' then
-		local _
-		_, _, hand = parse(entry)
-	end
+local hand
+if q and entry ~= '' then
+	local _
+	_, _, hand = parse(entry)
 end
 local cur = redis.pcall('GET', KEYS[1])
-local handed = 0
-if not cur then
-	if h and h ~= entry then
-		if hand then
-			enqueue(q, entry, tonumber(ARGV[4]))
-			return {0, -3, 1, now()}
-		end
-		return {0, -3, -1}
-	end
-	local last = redis.call('GET', KEYS[2])
-	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-	if h then
-		dequeue(q, entry)
-	end
-	return {1, fence(KEYS[2], last, now(), ARGV[2])}
-end
-if cur == ARGV[1] or (hand and cur == hand) then
+if cur and (cur == ARGV[1] or (hand and cur == hand)) then
 	local last = redis.call('GET', KEYS[2])
 	redis.call('PEXPIRE', KEYS[1], ARGV[2])
 	if hand then
@@ -184,21 +165,36 @@ if cur == ARGV[1] or (hand and cur == hand) then
 	end
 	return {1, f}
 end
-local place = -1
-if hand then
-	enqueue(q, entry, tonumber(ARGV[4]))
-	place = 1
-	if not h or h == entry then
-		place = 0
+if cur then
+	if not hand then
+		return {0, redis.call('PTTL', KEYS[1]), -1}
 	end
-end
-if place == 1 then
-	return {0, -4, 1, now()}
-end
-if place == 0 then
+	-- Dead waiters matter once the lock is free: the head read here may
+	-- be one, which makes this waiter come back later than the head would.
+	local h = first(q)
+	enqueue(q, entry, tonumber(ARGV[4]))
+	if h and h ~= entry then
+		return {0, -4, 1, now()}
+	end
 	return {0, redis.call('PTTL', KEYS[1]), 0, now()}
 end
-return {0, redis.call('PTTL', KEYS[1]), -1}
+local h = false
+if q then
+	h = head(q)
+end
+if h and h ~= entry then
+	if hand then
+		enqueue(q, entry, tonumber(ARGV[4]))
+		return {0, -3, 1, now()}
+	end
+	return {0, -3, -1}
+end
+local last = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if h then
+	dequeue(q, entry)
+end
+return {1, fence(KEYS[2], last, now(), ARGV[2])}
 `)
 
 // releaseScript deletes a lock only if it still holds the caller's token,
@@ -213,15 +209,18 @@ return {0, redis.call('PTTL', KEYS[1]), -1}
 // that leaves (a waiter giving up: the lock is also released if it was
 // handed over to that entry), or empty; ARGV[6] the milliseconds that the
 // life of a waiter's entry must have left for the lock to be handed over
-// to it in another process (queueLife less handOverFresh).
+// to it in another process (queueLife less handOverFresh); ARGV[7] the
+// longest TTL, in milliseconds, a lock handed over to another process gets
+// until its new holder confirms it (the claim bound).
 //
 // Without a queue, or with an empty one, the release publishes an empty
 // message on the companion. With a queue, the lock, once free, is handed
 // over to the head of the queue (the key takes the head's token and TTL and
 // a new fence is issued) when the head is a waiter of the caller's Locker,
 // which tells it in process, or when its waiter came back lately and its
-// Locker listens on its channel: the message "ENTRY FENCE TIME" there
-// tells it, TIME being the server's time in microseconds.
+// Locker listens on its channel: the message "ENTRY FENCE TIME PX" there
+// tells it, TIME being the server's time in microseconds and PX the TTL
+// the lock got, the claim bound if that is shorter than the waiter's.
 // A head whose Locker does not listen though it came listenWait ago or more
 // is dropped (its process is gone), and the next one woken; a newer one
 // keeps its place.
@@ -237,11 +236,11 @@ return {0, redis.call('PTTL', KEYS[1]), -1}
 var releaseScript = newFenceScript(fenceLua + queueLua + `
 local function wake(channel, msg)
 	if ARGV[2] == '' then
-		return 0
+		return -1
 	end
 	local n = redis.pcall(ARGV[2], channel, msg)
 	if type(n) ~= 'number' then
-		return 0
+		return -1
 	end
 	return n
 end
@@ -293,8 +292,10 @@ if mine or not cur then
 	if life and life >= math.floor(now() / 1000) + tonumber(ARGV[6]) then
 		local last = redis.call('GET', KEYS[2])
 		local f = nextFence(last, now())
-		if wake(channel, h .. ' ' .. string.format('%d %d', f, now())) > 0 then
-			redis.call('SET', KEYS[1], token, 'PX', ttl)
+		local px = math.min(tonumber(ttl), tonumber(ARGV[7]))
+		local heard = wake(channel, h .. ' ' .. string.format('%d %d %d', f, now(), px))
+		if heard > 0 then
+			redis.call('SET', KEYS[1], token, 'PX', px)
 			setFence(KEYS[2], f, ttl)
 			dequeue(q, h)
 			return deleted
@@ -302,7 +303,7 @@ if mine or not cur then
 		if mine then
 			redis.call('DEL', KEYS[1])
 		end
-		if tonumber(redis.call('ZSCORE', q, h)) > now() - LISTEN_US then
+		if heard < 0 or tonumber(redis.call('ZSCORE', q, h)) > now() - LISTEN_US then
 			return deleted
 		end
 		dequeue(q, h)

@@ -42,7 +42,7 @@ type store interface {
 // grant is the outcome of one attempt to take a lock.
 type grant struct {
 	held       bool          // the lock was taken
-	handed     bool          // when held: handed over to the attempt's queue entry, under its token
+	handed     bool          // when held: handed over to the attempt's queue entry, under its token (then holderTTL, if set, is the TTL the hand-over gave it)
 	fence      int64         // when held: its fencing token
 	validUntil time.Time     // when held: until when it is sure to be held
 	holderTTL  time.Duration // when not held: the holder's remaining TTL, negative when it has none
@@ -74,7 +74,7 @@ type lockArgs struct {
 	keys                  []string // the acquire and release scripts' KEYS; keys[:1] the others'
 	acquire               []any    // the acquire script's ARGV
 	release               []any    // the release script's ARGV; release[:1] the TTL script's
-	argv                  [10]any  // acquire's and release's, end to end
+	argv                  [11]any  // acquire's and release's, end to end
 }
 
 // lockNames are the Redis names of one lock.
@@ -101,7 +101,7 @@ func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, nt *notif
 	if entry != "" {
 		e = entry
 	}
-	a.argv = [10]any{tok, ttl.Milliseconds(), e, nt.lifeArg, tok, nt.publish, n.companion, nt.idArg, emptyArg, nt.freshArg}
+	a.argv = [11]any{tok, ttl.Milliseconds(), e, nt.lifeArg, tok, nt.publish, n.companion, nt.idArg, emptyArg, nt.freshArg, nt.claimArg}
 	switch {
 	case n.queue == "": // Redlock
 		a.keys, a.acquire, a.release = a.names[:2], a.argv[:2], a.argv[4:7]

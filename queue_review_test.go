@@ -1,0 +1,288 @@
+package rediskit_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rediskit/rediskit"
+)
+
+// The defects an adversarial review of the fleet's queue found, each
+// failing before its fix.
+
+// pubsubGate holds back what the server sends on a client's pub/sub connections
+// (those that wrote a SUBSCRIBE: the Locker's channels and key tracking's
+// redirect) while shut: a pub/sub TCP flow slower than the command flow.
+type pubsubGate struct {
+	mu   sync.Mutex
+	shut bool
+	open chan struct{}
+}
+
+func newPubsubGate() *pubsubGate { return &pubsubGate{open: make(chan struct{})} }
+
+func (g *pubsubGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.shut {
+		g.shut, g.open = true, make(chan struct{})
+	}
+}
+
+func (g *pubsubGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shut {
+		g.shut = false
+		close(g.open)
+	}
+}
+
+func (g *pubsubGate) wait(done <-chan struct{}) {
+	g.mu.Lock()
+	shut, open := g.shut, g.open
+	g.mu.Unlock()
+	if shut {
+		select {
+		case <-open:
+		case <-done:
+		}
+	}
+}
+
+type gatedConn struct {
+	net.Conn
+	g      *pubsubGate
+	pubsub atomic.Bool
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if bytes.Contains(bytes.ToLower(p), []byte("subscribe")) {
+		c.pubsub.Store(true)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *gatedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.pubsub.Load() {
+		c.g.wait(c.done) // delivered late
+	}
+	return n, err
+}
+
+func (c *gatedConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
+}
+
+func gatedClient(t *testing.T, addr string, g *pubsubGate) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &gatedConn{Conn: conn, g: g, done: make(chan struct{})}, nil
+	}})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// afterAttempt calls fn after each reply to the acquire script.
+type afterAttempt struct{ fn func() }
+
+func (h afterAttempt) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h afterAttempt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); len(args) > 1 {
+			if name, _ := args[0].(string); (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash {
+				h.fn()
+			}
+		}
+		return err
+	}
+}
+func (h afterAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A hand-over to another process's waiter whose message comes after the
+// lock it announced expired, and after an attempt of the waiter's that
+// found it gone, is stale: the waiter must not count on it. It did, and
+// two processes held the lock at once.
+func TestQueueReviewStaleHandOver(t *testing.T) {
+	addr := requireStandalone(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	key := "rkqueue:" + time.Now().Format("150405.000000") + ":stale"
+
+	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+
+	// W: the waiter whose pub/sub flow is slow; its TTL is 200 ms.
+	g := newPubsubGate()
+	wClient := gatedClient(t, addr, g)
+	attempts := make(chan struct{}, 100)
+	var watching, openOnNext atomic.Bool
+	wClient.AddHook(afterAttempt{func() {
+		if openOnNext.Load() {
+			g.release() // the late message arrives just after this reply
+		}
+		if watching.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	wL := newLocker(t, wClient, noPolling)
+	type res struct {
+		lk  *rediskit.Lock
+		err error
+		at  time.Time
+	}
+	wGot := make(chan res, 1)
+	go func() {
+		lk, err := wL.AcquireWithTimeout(ctx, key, 200*time.Millisecond, 20*time.Second)
+		wGot <- res{lk, err, time.Now()}
+	}()
+	queued(t, admin, key, 1)
+
+	// C: another process, queued behind W, TTL 10 s.
+	cClient := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = cClient.Close() })
+	cGot := make(chan res, 1)
+	go func() {
+		lk, err := newLocker(t, cClient, noPolling).AcquireWithTimeout(ctx, key, 10*time.Second, 20*time.Second)
+		cGot <- res{lk, err, time.Now()}
+	}()
+	queued(t, admin, key, 2)
+	time.Sleep(400 * time.Millisecond) // both subscribed, tracking armed
+
+	g.close()
+	watching.Store(true)
+	waitFor(t, attempts, 5*time.Second, "W's attempt") // fresh: the release hands over
+	require.NoError(t, holder.Release(ctx))
+	openOnNext.Store(true) // W's pub/sub flow catches up after its next attempt
+
+	var holders []res
+	for _, ch := range []chan res{wGot, cGot} {
+		r := waitFor(t, ch, 20*time.Second, "a waiter")
+		require.NoError(t, r.err)
+		holders = append(holders, r)
+	}
+	w, c := holders[0], holders[1]
+	t.Logf("W obtained at %v (valid until %v), C at %v (valid until %v)", w.at.Format("15:04:05.000"),
+		rediskit.ValidUntil(w.lk).Format("15:04:05.000"), c.at.Format("15:04:05.000"), rediskit.ValidUntil(c.lk).Format("15:04:05.000"))
+	// Whoever got the lock second got it after the first's validity.
+	first, second := w, c
+	if c.at.Before(w.at) {
+		first, second = c, w
+	}
+	assert.False(t, second.at.Before(rediskit.ValidUntil(first.lk)), "two holders at once")
+	_ = w.lk.Release(ctx)
+	_ = c.lk.Release(ctx)
+}
+
+// On a Ring there are no wake-ups: a release that cannot tell the head of
+// the queue must not take it for gone. It did, and a waiter that came
+// later got the lock first.
+func TestQueueReviewRingKeepsOrder(t *testing.T) {
+	addr := requireStandalone(t)
+	ctx := context.Background()
+	ring := func() *redis.Ring {
+		r := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}})
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	key := "rkqueue:" + time.Now().Format("150405.000000") + ":ring"
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+
+	holder, err := newLocker(t, ring(), noPolling).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	order := make(chan string, 2)
+	start := func(name string) {
+		go func() {
+			lk, err := newLocker(t, ring(), noPolling).AcquireWithTimeout(ctx, key, time.Second, 20*time.Second)
+			if assert.NoError(t, err) {
+				order <- name
+				time.Sleep(50 * time.Millisecond)
+				_ = lk.Release(ctx)
+			}
+		}()
+	}
+	start("first")
+	queued(t, admin, key, 1)
+	time.Sleep(2200 * time.Millisecond) // longer ago than a listener has to subscribe
+	start("second")
+	queued(t, admin, key, 2)
+	require.NoError(t, holder.Release(ctx))
+	got := []string{waitFor(t, order, 10*time.Second, "a waiter"), waitFor(t, order, 10*time.Second, "a waiter")}
+	assert.Equal(t, []string{"first", "second"}, got, "FIFO across processes on a Ring")
+	assertNothingLeft(t, admin, key)
+}
+
+// A waiter cut off right after its attempt is handed the lock by the next
+// release (its connections are still open): the lock sits with it for the
+// claim bound (queueLife, 2 s), not for its TTL (10 s here).
+func TestQueueReviewHandOverToCutOffWaiter(t *testing.T) {
+	addr := requireStandalone(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	key := "rkqueue:" + time.Now().Format("150405.000000") + ":cutoff"
+	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+
+	p := newFaultProxy(t, addr)
+	wClient := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = wClient.Close() })
+	attempts := make(chan struct{}, 100)
+	var watching atomic.Bool
+	wClient.AddHook(afterAttempt{func() {
+		if watching.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, _ = newLocker(t, wClient, noPolling).AcquireWithTimeout(wctx, key, 10*time.Second, time.Minute)
+	}()
+	queued(t, admin, key, 1)
+	time.Sleep(300 * time.Millisecond)
+
+	other := newLocker(t, admin, noPolling)
+	watching.Store(true)
+	waitFor(t, attempts, 5*time.Second, "the waiter's attempt")
+	p.Blackhole() // the waiter's process is cut off right after its attempt
+	require.NoError(t, holder.Release(ctx))
+	t.Logf("after the release the key holds %q, pttl %v", admin.Get(ctx, key).Val(), admin.PTTL(ctx, key).Val())
+	start := time.Now()
+	lk, err := other.AcquireWithTimeout(ctx, key, time.Minute, 15*time.Second)
+	require.NoError(t, err)
+	wait := time.Since(start)
+	t.Logf("another process got the lock after %v", wait)
+	assert.Less(t, wait, 3*time.Second, "the lock sat with a cut-off waiter")
+	_ = lk.Release(ctx)
+	cancel()
+	p.Heal()
+}

@@ -93,8 +93,10 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // new fence). A lock handed over is valid from the send time of the
 // release, when the release was made by the same Locker; a lock handed over
 // by another process is set for 2 s at most, so that a waiter that died
-// does not keep it long, and the waiter confirms it for ttl with a refresh
-// (one round trip), valid from the refresh's send time. The
+// does not keep it long, and, if ttl is longer, the waiter confirms it for
+// ttl with an attempt (one round trip), which finds the lock handed over,
+// renews it, and issues a new fence; it is valid from that attempt's send
+// time. The
 // acquisition comes back to Redis at least every 500 ms to keep its place,
 // and leaves the queue when it returns without the lock. A Redlock's
 // waiters keep no queue: a release wakes the longest-waiting goroutine of

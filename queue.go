@@ -31,9 +31,11 @@ import (
 //     TTL included. A process that died within handOverFresh before the
 //     release without its connections closing (a machine gone, a network
 //     cut) can be handed the lock, so the hand-over sets it for the claim
-//     bound (queueLife) at most, and the new holder confirms it for its TTL
-//     with a refresh. Its clock cannot be compared with the releaser's, so
-//     the waiter counts the hand-over's validity from the send time of its
+//     bound (queueLife) at most, and the new holder confirms it for a
+//     longer TTL with an attempt, which renews the lock and issues a new
+//     fence (the entry's token may by then hold a later hand-over than the
+//     one the message announced). Its clock cannot be compared with the
+//     releaser's, so the waiter counts the hand-over's validity from the send time of its
 //     own last attempt that found the lock held: the hand-over ran after
 //     that attempt (the server's times say so), or the attempt would have
 //     found the lock handed over; a message about an older hand-over is
@@ -128,41 +130,31 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if g := n.takeHanded(w); g != nil {
-			if g.validUntil.IsZero() {
-				// Handed over by another process, for g.holderTTL (the
-				// claim bound, or ttl if shorter).
-				if queuedAt.IsZero() || g.at <= queuedRan {
-					// A hand-over that ran before the waiter's last
-					// attempt (both times are the server's) is stale:
-					// that attempt did not find the lock handed over, so
-					// it had expired, or been deleted.
-					g = nil
-				} else {
-					// It ran after that attempt, which was sent at
-					// queuedAt: the lock is held for its TTL from then,
-					// at least.
-					g.validUntil = validUntil(queuedAt, g.holderTTL)
-				}
+			switch {
+			case !g.validUntil.IsZero():
+				// Handed over by this Locker's release.
+			case queuedAt.IsZero() || g.at <= queuedRan:
+				// Handed over by another process, before the waiter's last
+				// attempt ran (both times are the server's): stale, since
+				// that attempt did not find the lock handed over; it had
+				// expired, or been deleted.
+				g = nil
+			case g.holderTTL < ttl:
+				// Handed over for the claim bound only: the attempt below
+				// finds the lock handed over and confirms it for ttl, with
+				// a new fence (the entry's token may have been handed a
+				// later lock than the one this message announced).
+				g = nil
+			default:
+				// Handed over for ttl, after the waiter's last attempt,
+				// which was sent at queuedAt: held for ttl from then, at
+				// least, and nobody held it in between.
+				g.validUntil = validUntil(queuedAt, ttl)
 			}
 			if g != nil && time.Until(g.validUntil) > validity(ttl)/2 {
 				return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
 			}
-			if g != nil {
-				// Too little of it left to count on, or only the claim
-				// bound: a refresh, in one round trip, extends it to ttl
-				// from its send time. Failing that, the next attempt
-				// finds out where the lock is.
-				lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence}
-				lk.args.init(names, entryToken(entry), ttl, n, "")
-				sent := time.Now()
-				if held, err := l.store.refresh(actx, &lk.args, ttl); err == nil && held {
-					lk.validUntil = validUntil(sent, ttl)
-					if time.Now().Before(lk.validUntil) {
-						l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
-						return lk, nil
-					}
-				}
-			}
+			// Too little of it left to count on: the attempt renews it.
 		}
 		// A fresh token for every attempt, as in acquire.
 		token, err := newToken()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -285,4 +286,211 @@ func TestQueueReviewHandOverToCutOffWaiter(t *testing.T) {
 	_ = lk.Release(ctx)
 	cancel()
 	p.Heal()
+}
+
+// The second review's defects.
+
+// A lock handed over across processes for the claim bound (2 s) to a
+// waiter that asked for more (3 s) must be confirmed for its TTL before
+// the waiter counts on it. It was not, when the message came soon enough:
+// the caller held a 3 s lock that Redis kept 2 s.
+func TestQueueReviewHandOverShorterThanTTL(t *testing.T) {
+	addr := requireStandalone(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	key := "rkqueue:" + time.Now().Format("150405.000000") + ":short"
+	const ttl = 3 * time.Second
+
+	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+
+	wClient := redis.NewClient(&redis.Options{Addr: addr}) // a default client
+	t.Cleanup(func() { _ = wClient.Close() })
+	attempts := make(chan struct{}, 100)
+	var watching atomic.Bool
+	wClient.AddHook(afterAttempt{func() {
+		if watching.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	type res struct {
+		lk  *rediskit.Lock
+		err error
+		at  time.Time
+	}
+	got := make(chan res, 1)
+	go func() {
+		lk, err := newLocker(t, wClient, noPolling).AcquireWithTimeout(ctx, key, ttl, 10*time.Second)
+		got <- res{lk, err, time.Now()}
+	}()
+	queued(t, admin, key, 1)
+	time.Sleep(300 * time.Millisecond) // subscribed
+	entries, err := admin.ZRangeByScore(ctx, rediskit.QueueKey(key),
+		&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+
+	watching.Store(true)
+	waitFor(t, attempts, 5*time.Second, "the waiter's attempt") // fresh: the release hands over
+	require.NoError(t, holder.Release(ctx))
+	r := waitFor(t, got, 10*time.Second, "the waiter")
+	require.NoError(t, r.err)
+	require.Equal(t, hand, r.lk.Token(), "handed over across processes")
+	pttl, err := r.lk.TTL(ctx)
+	require.NoError(t, err)
+	t.Logf("acquired for %v; Redis says %v left; ValidUntil in %v", ttl, pttl, time.Until(rediskit.ValidUntil(r.lk)))
+	assert.Greater(t, pttl, ttl-500*time.Millisecond, "the lock is not held for its TTL")
+	assert.Greater(t, rediskit.ValidUntil(r.lk), r.at.Add(ttl-500*time.Millisecond), "the Lock counts on less than its TTL")
+	require.NoError(t, r.lk.Release(ctx))
+}
+
+// stepHook drives a waiter's client: it can hold its acquire calls back,
+// drop their replies after Redis ran them (a lost reply), and hold back
+// every script call.
+type stepHook struct {
+	holdAcq atomic.Pointer[chan struct{}] // while set and open, acquire calls wait
+	dropAcq atomic.Bool
+	onDrop  atomic.Pointer[func()]
+	holdAll atomic.Pointer[chan struct{}] // while set and open, every script call waits
+}
+
+func (h *stepHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *stepHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		name, _ := args[0].(string)
+		if name != "evalsha" && name != "EVALSHA" {
+			return next(ctx, cmd)
+		}
+		if ch := h.holdAll.Load(); ch != nil {
+			<-*ch
+		}
+		if len(args) < 2 || args[1] != rediskit.AcquireScriptHash {
+			return next(ctx, cmd)
+		}
+		if ch := h.holdAcq.Load(); ch != nil {
+			<-*ch
+		}
+		err := next(ctx, cmd)
+		if h.dropAcq.Load() {
+			if f := h.onDrop.Load(); f != nil {
+				(*f)()
+			}
+			err = errLostReply
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+func (h *stepHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+type lostReply struct{}
+
+func (lostReply) Error() string   { return "read tcp: connection reset by peer (reply lost)" }
+func (lostReply) Timeout() bool   { return false }
+func (lostReply) Temporary() bool { return true }
+
+var errLostReply error = lostReply{}
+
+// A hand-over message that comes late, after replies of the waiter's that
+// would have shown it stale were lost, and whose entry's token has since
+// been handed a later lock: the waiter must not report the old hand-over's
+// fence, lower than the holder's in between. It did, when it confirmed the
+// lock with a refresh that ran after the later hand-over.
+func TestQueueReviewStaleHandOverFence(t *testing.T) {
+	addr := requireStandalone(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	key := "rkqueue:" + time.Now().Format("150405.000000") + ":fence"
+
+	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+
+	g := newPubsubGate()
+	wClient := gatedClient(t, addr, g)
+	attempts := make(chan struct{}, 100)
+	var watching atomic.Bool
+	wClient.AddHook(afterAttempt{func() {
+		if watching.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	hold := make(chan struct{})
+	h := &stepHook{}
+	wClient.AddHook(h)
+	type res struct {
+		lk  *rediskit.Lock
+		err error
+	}
+	wGot := make(chan res, 1)
+	go func() {
+		lk, err := newLocker(t, wClient, noPolling).AcquireWithTimeout(ctx, key, 10*time.Second, 30*time.Second)
+		wGot <- res{lk, err}
+	}()
+	queued(t, admin, key, 1)
+	time.Sleep(400 * time.Millisecond) // subscribed, tracking armed
+
+	// 1. Right after an attempt of W's, W's pub/sub flow stalls, its next
+	// attempts are held back, and the holder releases: handed over to W
+	// for 2 s, the message held back.
+	watching.Store(true)
+	waitFor(t, attempts, 5*time.Second, "W's attempt")
+	g.close()
+	h.holdAcq.Store(&hold)
+	require.NoError(t, holder.Release(ctx))
+	watching.Store(false)
+	pttl := admin.PTTL(ctx, key).Val()
+	t.Logf("after the release: pttl %v", pttl)
+	require.LessOrEqual(t, pttl, 2*time.Second, "handed over across processes")
+
+	// 2. X, another process, gets the lock once the hand-over expired.
+	xClient := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = xClient.Close() })
+	xGot := make(chan res, 1)
+	go func() {
+		lk, err := newLocker(t, xClient, noPolling).AcquireWithTimeout(ctx, key, 10*time.Second, 20*time.Second)
+		xGot <- res{lk, err}
+	}()
+	x := waitFor(t, xGot, 10*time.Second, "X")
+	require.NoError(t, x.err)
+	t.Logf("X holds the lock, fence %d", x.lk.Fence())
+
+	// 3. W's held attempt runs (X holds the lock: W's entry queues again)
+	// and its reply is lost; W's pub/sub catches up, and W hears of the
+	// old hand-over; the script it confirms it with is held back.
+	holdConfirm := make(chan struct{})
+	onDrop := func() {
+		h.dropAcq.Store(false)
+		h.holdAll.Store(&holdConfirm)
+		g.release()
+	}
+	h.onDrop.Store(&onDrop)
+	h.dropAcq.Store(true)
+	close(hold)
+	time.Sleep(100 * time.Millisecond)
+
+	// 4. X releases: W's entry is fresh and its Locker listens: handed
+	// over to it again. Then W's confirmation runs.
+	require.NoError(t, x.lk.Release(ctx))
+	time.Sleep(20 * time.Millisecond)
+	t.Logf("after X's release: key %q pttl %v", admin.Get(ctx, key).Val(), admin.PTTL(ctx, key).Val())
+	close(holdConfirm)
+
+	w := waitFor(t, wGot, 15*time.Second, "W")
+	require.NoError(t, w.err)
+	t.Logf("W holds the lock, fence %d (X's was %d), counter %s", w.lk.Fence(), x.lk.Fence(),
+		admin.Get(ctx, rediskit.CompanionKey(key, ":fence")).Val())
+	assert.Greater(t, w.lk.Fence(), x.lk.Fence(), "a later holder's fence is lower than an earlier holder's")
+	_ = w.lk.Release(ctx)
 }

@@ -118,7 +118,7 @@ func TestQueueFIFOInProcess(t *testing.T) {
 			}()
 			queued(t, b.client, key, int64(i+1))
 		}
-		time.Sleep(100 * time.Millisecond) // the first waiter's retry once subscribed
+		time.Sleep(300 * time.Millisecond) // the first waiter's retry once subscribed
 		count.Store(true)
 		require.NoError(t, holder.Release(ctx))
 		wg.Wait()

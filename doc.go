@@ -52,9 +52,9 @@
 // head alone, through its Locker's pub/sub subscription (see
 // [Locker.Close]), or hands the lock straight over to it: in the same
 // process the head then holds the lock when it is told, with no round trip
-// of its own; in another, after one round trip that confirms it (until
-// then the lock expires within 2 s, so a waiter that died does not keep
-// it). A waiting
+// of its own; in another, the lock is set for its TTL or 2 s, whichever is
+// shorter, so that a waiter that died does not keep it long, and a longer
+// TTL is confirmed by one round trip of the new holder's. A waiting
 // acquisition is also bounded by backoff and by the holder's remaining TTL,
 // and comes back to Redis at least every 500 ms to keep its place; a waiter
 // whose process exited is skipped at once, and one that stopped coming back

@@ -69,7 +69,6 @@ var errLateReply = fmt.Errorf("reply came after the lock's validity: %w", ErrNot
 type lockArgs struct {
 	key, companion, token string
 	entry                 string // the waiter's queue entry, or ""
-	pid                   string // the Locker's id in queue entries, or ""
 	names                 [3]string
 	keys                  []string // the acquire and release scripts' KEYS; keys[:1] the others'
 	acquire               []any    // the acquire script's ARGV
@@ -94,7 +93,7 @@ func newLockNames(rkey string, queued bool) lockNames {
 // init makes a's argument lists for a Locker whose notifier is nt, and
 // the waiter's queue entry, or "".
 func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, nt *notifier, entry string) {
-	a.key, a.companion, a.token, a.entry, a.pid = n.key, n.companion, token, entry, nt.id
+	a.key, a.companion, a.token, a.entry = n.key, n.companion, token, entry
 	a.names = [3]string{n.key, n.companion, n.queue}
 	tok := any(token)
 	var e any = emptyArg

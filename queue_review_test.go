@@ -108,16 +108,43 @@ func (h afterAttempt) DialHook(next redis.DialHook) redis.DialHook { return next
 func (h afterAttempt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if args := cmd.Args(); len(args) > 1 {
-			if name, _ := args[0].(string); (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash {
-				h.fn()
-			}
+		if isAttempt(cmd) {
+			h.fn()
 		}
 		return err
 	}
 }
 func (h afterAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// isAttempt reports whether cmd runs the acquire script.
+func isAttempt(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 2 {
+		return false
+	}
+	name, _ := args[0].(string)
+	return (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash
+}
+
+// watchAttempts adds a hook to client, before it is used, that calls
+// then, if not nil, after each reply to the acquire script, and sends on
+// attempts (without blocking) while watching is true.
+func watchAttempts(client redis.UniversalClient, then func()) (attempts chan struct{}, watching *atomic.Bool) {
+	attempts, watching = make(chan struct{}, 100), new(atomic.Bool)
+	client.AddHook(afterAttempt{func() {
+		if then != nil {
+			then()
+		}
+		if watching.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	return attempts, watching
 }
 
 // A hand-over to another process's waiter whose message comes after the
@@ -137,19 +164,12 @@ func TestQueueReviewStaleHandOver(t *testing.T) {
 	// W: the waiter whose pub/sub flow is slow; its TTL is 200 ms.
 	g := newPubsubGate()
 	wClient := gatedClient(t, addr, g)
-	attempts := make(chan struct{}, 100)
-	var watching, openOnNext atomic.Bool
-	wClient.AddHook(afterAttempt{func() {
+	var openOnNext atomic.Bool
+	attempts, watching := watchAttempts(wClient, func() {
 		if openOnNext.Load() {
 			g.release() // the late message arrives just after this reply
 		}
-		if watching.Load() {
-			select {
-			case attempts <- struct{}{}:
-			default:
-			}
-		}
-	}})
+	})
 	wL := newLocker(t, wClient, noPolling)
 	type res struct {
 		lk  *rediskit.Lock
@@ -253,16 +273,7 @@ func TestQueueReviewHandOverToCutOffWaiter(t *testing.T) {
 	p := newFaultProxy(t, addr)
 	wClient := redis.NewClient(&redis.Options{Addr: p.Addr()})
 	t.Cleanup(func() { _ = wClient.Close() })
-	attempts := make(chan struct{}, 100)
-	var watching atomic.Bool
-	wClient.AddHook(afterAttempt{func() {
-		if watching.Load() {
-			select {
-			case attempts <- struct{}{}:
-			default:
-			}
-		}
-	}})
+	attempts, watching := watchAttempts(wClient, nil)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -307,16 +318,7 @@ func TestQueueReviewHandOverShorterThanTTL(t *testing.T) {
 
 	wClient := redis.NewClient(&redis.Options{Addr: addr}) // a default client
 	t.Cleanup(func() { _ = wClient.Close() })
-	attempts := make(chan struct{}, 100)
-	var watching atomic.Bool
-	wClient.AddHook(afterAttempt{func() {
-		if watching.Load() {
-			select {
-			case attempts <- struct{}{}:
-			default:
-			}
-		}
-	}})
+	attempts, watching := watchAttempts(wClient, nil)
 	type res struct {
 		lk  *rediskit.Lock
 		err error
@@ -362,15 +364,13 @@ type stepHook struct {
 func (h *stepHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *stepHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		args := cmd.Args()
-		name, _ := args[0].(string)
-		if name != "evalsha" && name != "EVALSHA" {
+		if name, _ := cmd.Args()[0].(string); name != "evalsha" && name != "EVALSHA" {
 			return next(ctx, cmd)
 		}
 		if ch := h.holdAll.Load(); ch != nil {
 			<-*ch
 		}
-		if len(args) < 2 || args[1] != rediskit.AcquireScriptHash {
+		if !isAttempt(cmd) {
 			return next(ctx, cmd)
 		}
 		if ch := h.holdAcq.Load(); ch != nil {
@@ -416,16 +416,7 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 
 	g := newPubsubGate()
 	wClient := gatedClient(t, addr, g)
-	attempts := make(chan struct{}, 100)
-	var watching atomic.Bool
-	wClient.AddHook(afterAttempt{func() {
-		if watching.Load() {
-			select {
-			case attempts <- struct{}{}:
-			default:
-			}
-		}
-	}})
+	attempts, watching := watchAttempts(wClient, nil)
 	hold := make(chan struct{})
 	h := &stepHook{}
 	wClient.AddHook(h)

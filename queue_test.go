@@ -133,28 +133,12 @@ func TestQueueFIFOInProcess(t *testing.T) {
 // concurrent use.
 func countAttempts(client redis.UniversalClient) (n *atomic.Int64, on *atomic.Bool) {
 	n, on = new(atomic.Int64), new(atomic.Bool)
-	client.AddHook(attemptHook{n, on})
-	return n, on
-}
-
-type attemptHook struct {
-	n  *atomic.Int64
-	on *atomic.Bool
-}
-
-func (h attemptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h attemptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if args := cmd.Args(); len(args) > 1 && h.on.Load() {
-			if name, _ := args[0].(string); (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash {
-				h.n.Add(1)
-			}
+	client.AddHook(afterAttempt{func() {
+		if on.Load() {
+			n.Add(1)
 		}
-		return next(ctx, cmd)
-	}
-}
-func (h attemptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	}})
+	return n, on
 }
 
 // A release hands the lock over to a waiter of another process that made

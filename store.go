@@ -83,11 +83,13 @@ type lockNames struct {
 }
 
 func newLockNames(rkey string, queued bool) lockNames {
-	n := lockNames{key: rkey, companion: companionKey(rkey, ":fence")}
-	if queued {
-		n.queue = n.companion + ":queue"
+	if !queued {
+		return lockNames{key: rkey, companion: companionKey(rkey, ":fence")}
 	}
-	return n
+	// One string for both: the companion is the queue's key less its
+	// suffix.
+	q := companionKey(rkey, ":fence:queue")
+	return lockNames{key: rkey, companion: q[:len(q)-len(":queue")], queue: q}
 }
 
 // init makes a's argument lists for a Locker whose notifier is nt, and

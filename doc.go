@@ -57,8 +57,8 @@
 // TTL is confirmed by one round trip of the new holder's. A waiting
 // acquisition is also bounded by backoff and by the holder's remaining TTL,
 // and comes back to Redis at least every 500 ms to keep its place; a waiter
-// whose process exited is skipped at once, and one that stopped coming back
-// holds its place 2 s at most. Plain SET NX locks of other programs still
+// whose process exited after waiting 2 s is skipped at once, and any other
+// that stopped coming back holds its place 2 s at most. Plain SET NX locks of other programs still
 // exclude ours and are excluded, but do not queue.
 //
 // # Guarantees and failure modes

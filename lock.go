@@ -80,7 +80,7 @@ func (l *Locker) Stats() LockStats {
 // Redis does not answer (see "Guarantees and failure modes" in the package
 // documentation).
 func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
-	return l.acquire(ctx, key, ttl, 0)
+	return l.acquire(ctx, key, ttl, 0, false)
 }
 
 // AcquireWithTimeout tries to lock key for ttl until it succeeds or timeout
@@ -96,7 +96,8 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // does not keep it long, and, if ttl is longer, the waiter confirms it for
 // ttl with an attempt (one round trip), which finds the lock handed over,
 // renews it, and issues a new fence; it is valid from that attempt's send
-// time. The
+// time. ([Locker.WithLock], whose watchdog guards a shorter validity, skips
+// that round trip.) The
 // acquisition comes back to Redis at least every 500 ms to keep its place,
 // and leaves the queue when it returns without the lock. A Redlock's
 // waiters keep no queue: a release wakes the longest-waiting goroutine of
@@ -127,14 +128,20 @@ func (l *Locker) AcquireWithTimeout(ctx context.Context, key string, ttl, timeou
 	if timeout < 0 {
 		return nil, fmt.Errorf("rediskit: acquire %q: negative timeout %v: %w", key, timeout, ErrInvalidArgument)
 	}
-	return l.acquire(ctx, key, ttl, timeout)
+	return l.acquire(ctx, key, ttl, timeout, false)
 }
 
 // lastAttemptGrace is how long the last attempt of a wait, made when the
 // timeout runs out, may take past it.
 const lastAttemptGrace = 20 * time.Millisecond
 
-func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Duration) (*Lock, error) {
+// acquire takes the lock on key for ttl, waiting up to timeout. watched
+// says that the caller keeps the Lock under a watchdog, which ends the
+// holder's context when the Lock's validity runs out unless a refresh
+// extended it, and refreshes it at once when its validity is shorter
+// than ttl (WithLock): the wait may then return a lock handed over by
+// another process for the claim bound only, without confirming it first.
+func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Duration, watched bool) (*Lock, error) {
 	if err := l.validate("acquire", key, ttl); err != nil {
 		return nil, err
 	}
@@ -160,7 +167,7 @@ func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Dura
 		}
 		defer cancel()
 		if l.store.queues() {
-			return l.acquireQueued(ctx, actx, key, &names, ttl, timeout)
+			return l.acquireQueued(ctx, actx, key, &names, ttl, timeout, watched)
 		}
 		// Behind waiters of this process, wait for a turn instead of
 		// snatching the lock from the one a release has just woken.

@@ -31,15 +31,19 @@ import (
 //     TTL included. A process that died within handOverFresh before the
 //     release without its connections closing (a machine gone, a network
 //     cut) can be handed the lock, so the hand-over sets it for the claim
-//     bound (queueLife) at most, and the new holder confirms it for a
-//     longer TTL with an attempt, which renews the lock and issues a new
-//     fence (the entry's token may by then hold a later hand-over than the
-//     one the message announced). Its clock cannot be compared with the
-//     releaser's, so the waiter counts the hand-over's validity from the send time of its
-//     own last attempt that found the lock held: the hand-over ran after
-//     that attempt (the server's times say so), or the attempt would have
-//     found the lock handed over; a message about an older hand-over is
-//     stale, the lock it announced gone. A head whose Locker does not
+//     bound (queueLife) at most. A caller that counts on its TTL
+//     (AcquireWithTimeout) confirms a lock set for less with an attempt,
+//     which renews it and issues a new fence (the entry's token may by
+//     then hold a later hand-over than the one the message announced);
+//     WithLock, whose watchdog ends fn's context when the lock may have
+//     expired, takes it as it is, unless an attempt of the waiter's since
+//     its last queued one had no reply, and its watchdog extends it at
+//     once. Its clock cannot be compared with the releaser's, so the
+//     waiter counts the hand-over's validity from the send time of its own
+//     last attempt that found the lock held: the hand-over ran after that
+//     attempt (the server's times say so), or the attempt would have found
+//     the lock handed over; a message about an older hand-over is stale,
+//     the lock it announced gone. A head whose Locker does not
 //     listen though it came listenWait ago or more is dropped: its process
 //     exited. Where no message can be published (a Ring), nobody is
 //     dropped, and the head finds the lock free when it next comes back.
@@ -100,7 +104,7 @@ func entryToken(entry string) string {
 // the first attempt joins the queue, and the next ones keep the place,
 // until the lock is taken, handed over, or the wait ends (then the entry
 // leaves the queue). actx bounds each attempt (see acquire).
-func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *lockNames, ttl, timeout time.Duration) (_ *Lock, err error) {
+func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *lockNames, ttl, timeout time.Duration, watched bool) (_ *Lock, err error) {
 	start := time.Now()
 	n := l.store.notifier()
 	entry, err := newEntry(ttl, n.id)
@@ -122,14 +126,18 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 	}()
 	var lastErr error // the last attempt's error, if the wait is riding it out
 	// The last attempt that left the waiter queued: when it was sent, and
-	// when it ran, in the server's microseconds.
+	// when it ran, in the server's microseconds; and whether an attempt
+	// made since has had no reply (it may have run, and taken a lock
+	// handed over to the entry).
 	var queuedAt time.Time
 	var queuedRan int64
+	unanswered := false
 	for retry := 1; ; retry++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 		}
 		if g := n.takeHanded(w); g != nil {
+			held := ttl // what the lock was set for
 			switch {
 			case !g.validUntil.IsZero():
 				// Handed over by this Locker's release.
@@ -139,19 +147,25 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				// that attempt did not find the lock handed over; it had
 				// expired, or been deleted.
 				g = nil
-			case g.holderTTL < ttl:
-				// Handed over for the claim bound only: the attempt below
-				// finds the lock handed over and confirms it for ttl, with
-				// a new fence (the entry's token may have been handed a
-				// later lock than the one this message announced).
+			case g.holderTTL < ttl && (!watched || unanswered):
+				// Handed over for the claim bound only, to a caller that
+				// counts on ttl, or after an attempt that had no reply
+				// (the entry's token may have been handed a later lock
+				// than the one this message announced): the attempt
+				// below finds the lock handed over and confirms it for
+				// ttl, with a new fence.
 				g = nil
 			default:
-				// Handed over for ttl, after the waiter's last attempt,
-				// which was sent at queuedAt: held for ttl from then, at
-				// least, and nobody held it in between.
-				g.validUntil = validUntil(queuedAt, ttl)
+				// Handed over for holderTTL (ttl, or the claim bound to a
+				// watched lock, which its watchdog extends at once), after
+				// the waiter's last attempt, which was sent at queuedAt:
+				// held for holderTTL from then, at least, and nobody held
+				// it in between. The entry left the queue then, so no
+				// later hand-over came to it.
+				held = g.holderTTL
+				g.validUntil = validUntil(queuedAt, held)
 			}
-			if g != nil && time.Until(g.validUntil) > validity(ttl)/2 {
+			if g != nil && time.Until(g.validUntil) > validity(held)/2 {
 				return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
 			}
 			// Too little of it left to count on: the attempt renews it.
@@ -167,6 +181,9 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)
 		holderTTL, place := time.Duration(-1), int64(0)
+		if err != nil {
+			unanswered = true
+		}
 		switch {
 		case err == nil && g.held && g.handed:
 			return l.acquired(key, names, entryToken(entry), ttl, g, start), nil
@@ -178,7 +195,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
 			holderTTL, place, lastErr = g.holderTTL, g.place, nil
 			if place >= 0 {
-				queuedAt, queuedRan = sent, g.at
+				queuedAt, queuedRan, unanswered = sent, g.at, false
 			}
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("rediskit: acquire %q: %w", key, ctx.Err())

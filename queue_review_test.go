@@ -3,6 +3,8 @@ package rediskit_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -118,15 +120,25 @@ func (h afterAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	return next
 }
 
-// isAttempt reports whether cmd runs the acquire script.
-func isAttempt(cmd redis.Cmder) bool {
+// scriptHash returns the SHA1 of the script cmd runs (EVALSHA, or EVAL,
+// which go-redis sends when the server did not know the SHA1), or "".
+func scriptHash(cmd redis.Cmder) string {
 	args := cmd.Args()
 	if len(args) < 2 {
-		return false
+		return ""
 	}
-	name, _ := args[0].(string)
-	return (name == "evalsha" || name == "EVALSHA") && args[1] == rediskit.AcquireScriptHash
+	s, _ := args[1].(string)
+	switch cmd.Name() {
+	case "evalsha":
+		return s
+	case "eval":
+		return fmt.Sprintf("%x", sha1.Sum([]byte(s)))
+	}
+	return ""
 }
+
+// isAttempt reports whether cmd runs the acquire script.
+func isAttempt(cmd redis.Cmder) bool { return scriptHash(cmd) == rediskit.AcquireScriptHash }
 
 // watchAttempts adds a hook to client, before it is used, that calls
 // then, if not nil, after each reply to the acquire script, and sends on
@@ -355,22 +367,26 @@ func TestQueueReviewHandOverShorterThanTTL(t *testing.T) {
 // drop their replies after Redis ran them (a lost reply), and hold back
 // every script call.
 type stepHook struct {
-	holdAcq atomic.Pointer[chan struct{}] // while set and open, acquire calls wait
-	dropAcq atomic.Bool
-	onDrop  atomic.Pointer[func()]
-	holdAll atomic.Pointer[chan struct{}] // while set and open, every script call waits
+	holdAcq    atomic.Pointer[chan struct{}] // while set and open, acquire calls wait
+	dropAcq    atomic.Bool
+	onDrop     atomic.Pointer[func()]
+	holdAll    atomic.Pointer[chan struct{}] // while set and open, every script call waits
+	holdOthers atomic.Pointer[chan struct{}] // while set and open, every script call but acquire waits
 }
 
 func (h *stepHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *stepHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name, _ := cmd.Args()[0].(string); name != "evalsha" && name != "EVALSHA" {
+		if scriptHash(cmd) == "" {
 			return next(ctx, cmd)
 		}
 		if ch := h.holdAll.Load(); ch != nil {
 			<-*ch
 		}
 		if !isAttempt(cmd) {
+			if ch := h.holdOthers.Load(); ch != nil {
+				<-*ch
+			}
 			return next(ctx, cmd)
 		}
 		if ch := h.holdAcq.Load(); ch != nil {

@@ -184,6 +184,110 @@ func TestQueueHandOverAcrossProcesses(t *testing.T) {
 	})
 }
 
+// WithLock's watchdog ends fn's context when the lock may have expired, so
+// a waiting WithLock takes a lock handed over by another process for the
+// claim bound (2 s) without confirming it first: fn runs at once, and the
+// watchdog extends the lock to its TTL. When that extension cannot get
+// through, fn's context ends while Redis still holds the lock for it.
+func TestQueueWithLockTakesHandOver(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		const ttl = 10 * time.Second
+		for _, stall := range []bool{false, true} {
+			t.Run(fmt.Sprintf("extension stalls: %v", stall), func(t *testing.T) {
+				key := b.key(fmt.Sprintf("withlock-%v", stall))
+				wClient := b.another(t)
+				attempts, watching := watchAttempts(wClient, nil)
+				h := &stepHook{}
+				wClient.AddHook(h)
+				type lost struct {
+					err      error
+					redisHas string // what the lock key held when the loss was told
+				}
+				lostCh := make(chan lost, 1)
+				hook := rediskit.WithHook(func(e rediskit.Event) {
+					if e.Kind == rediskit.EventLost {
+						// On the watchdog's goroutine, as it cancels fn's
+						// context: Redis is asked at once.
+						lostCh <- lost{e.Err, b.client.Get(context.Background(), key).Val()}
+					}
+				})
+				w := newLocker(t, wClient, noPolling, hook)
+				holder, err := newLocker(t, b.client).TryAcquire(ctx, key, time.Minute)
+				require.NoError(t, err)
+
+				started := make(chan int64, 1) // the lock's PTTL in Redis when fn began
+				done := make(chan error, 1)
+				go func() {
+					done <- w.WithLock(ctx, key, func(fctx context.Context) error {
+						started <- b.client.PTTL(context.Background(), key).Val().Milliseconds()
+						<-fctx.Done()
+						return nil
+					}, rediskit.WithLockTTL(ttl), rediskit.WithLockWait(30*time.Second))
+				}()
+				queued(t, b.client, key, 1)
+				time.Sleep(300 * time.Millisecond) // subscribed
+				entries, err := b.client.ZRangeByScore(ctx, rediskit.QueueKey(key),
+					&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
+				require.NoError(t, err)
+				require.Len(t, entries, 1)
+				hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+
+				watching.Store(true)
+				waitFor(t, attempts, 5*time.Second, "the waiter's attempt")
+				watching.Store(false)
+				// A little later than the attempt, still fresh for a
+				// hand-over: the hand-over's lead over the attempt the
+				// waiter counts from is the margin the last check has.
+				time.Sleep(100 * time.Millisecond)
+				// The waiter's scripts other than attempts (its refreshes)
+				// wait from now on, until let through.
+				hold := make(chan struct{})
+				var once sync.Once
+				letThrough := func() { once.Do(func() { close(hold) }) }
+				t.Cleanup(letThrough)
+				h.holdOthers.Store(&hold)
+				if !stall {
+					defer letThrough()
+				}
+				require.NoError(t, holder.Release(ctx))
+				pttl := waitFor(t, started, 10*time.Second, "fn")
+				assert.Equal(t, hand, b.client.Get(ctx, key).Val(), "handed over across processes")
+				if b.mr != nil {
+					// No key tracking: only the hand-over's message wakes
+					// the waiter, which confirms nothing: no round trip.
+					assert.LessOrEqual(t, pttl, int64(2000), "fn waited for a confirmation")
+				} else {
+					// Redis's tracking can tell the waiter that the key
+					// changed before the message comes: it then looks, and
+					// renews the lock for its TTL.
+					t.Logf("when fn began, the lock had %d ms left in Redis", pttl)
+				}
+				if !stall {
+					letThrough()
+					assert.Eventually(t, func() bool {
+						return b.client.PTTL(ctx, key).Val() > ttl-time.Second
+					}, 5*time.Second, 5*time.Millisecond, "the watchdog extends the lock to its TTL")
+					select {
+					case l := <-lostCh:
+						t.Fatalf("lost: %v", l.err)
+					default:
+					}
+					return // fn ends with the test's context
+				}
+				l := waitFor(t, lostCh, ttl+5*time.Second, "the loss")
+				assert.ErrorIs(t, l.err, rediskit.ErrLockNotHeld)
+				if b.mr == nil {
+					assert.Equal(t, hand, l.redisHas, "the holder was told after Redis let the lock go")
+				}
+				letThrough()
+				assert.ErrorIs(t, waitFor(t, done, 10*time.Second, "WithLock"), rediskit.ErrLockNotHeld)
+			})
+		}
+	})
+}
+
 // Neither a newcomer's TryAcquire nor another program's queue-aware
 // acquisition takes a released lock past the waiter the release woke.
 func TestQueueNewcomerDoesNotBarge(t *testing.T) {

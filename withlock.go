@@ -61,6 +61,13 @@ func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)",
 // release uses a context that survives the cancellation of ctx, bounded by
 // the lock's TTL.
 //
+// A lock handed over by another process's release (see
+// [Locker.AcquireWithTimeout]) is set for 2 s at most: WithLock calls fn
+// at once, without the round trip that confirms it for its TTL, and the
+// watchdog's first refresh extends it (at once for a TTL of 3 s or more,
+// early for a shorter one); until a refresh succeeds, the lock's validity
+// is those 2 s, counted from the waiter's last attempt.
+//
 // fn's context is a child of ctx. If a refresh finds the lock gone, or
 // refreshes fail until the lock may have expired (a TTL after the last
 // successful refresh, or the acquisition, was sent, less 1% of the TTL and
@@ -86,7 +93,7 @@ func (l *Locker) WithLock(ctx context.Context, key string, fn func(ctx context.C
 	if fn == nil {
 		return fmt.Errorf("rediskit: with lock %q: nil func: %w", key, ErrInvalidArgument)
 	}
-	lk, err := l.AcquireWithTimeout(ctx, key, lc.ttl, lc.wait)
+	lk, err := l.acquire(ctx, key, lc.ttl, lc.wait, true)
 	if err != nil {
 		return err
 	}
@@ -172,7 +179,10 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost f
 	defer expiry.Stop()
 	// The first refresh is due an interval after the acquisition was sent,
 	// not after its reply came: on a slow link the difference is what
-	// lets it land in time.
+	// lets it land in time. A lock handed over by another process for
+	// the claim bound, shorter than ttl (see acquireQueued), counts as
+	// sent that much earlier: its first refresh comes sooner, at once for
+	// a TTL of 1.5 times the claim bound or more.
 	sent := lk.validUntil.Add(-validity(ttl))
 	next := time.NewTimer(time.Until(sent.Add(interval))) // the next refresh
 	defer next.Stop()

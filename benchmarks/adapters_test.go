@@ -62,6 +62,35 @@ func (r rediskitLocker) acquire(ctx context.Context, key string, ttl, wait time.
 }
 func (r rediskitLocker) close() { _ = r.l.Close() }
 
+// rediskit's WithLock, on one Redis, default options: the lock is kept by
+// a watchdog that ends fn's context if it may be lost, as rueidislock's
+// WithContext does. fn holds the lock until the release is called, on the
+// goroutine WithLock runs on.
+type rediskitWithLock struct{ l *rediskit.Locker }
+
+func newRediskitWithLock(clients []*redis.Client) locker {
+	return rediskitWithLock{rediskit.NewLocker(clients[0])}
+}
+
+func (r rediskitWithLock) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.l.WithLock(ctx, key, func(context.Context) error {
+			close(held)
+			<-release
+			return nil
+		}, rediskit.WithLockTTL(ttl), rediskit.WithLockWait(wait))
+	}()
+	select {
+	case <-held:
+		return func(context.Context) error { close(release); return <-done }, nil
+	case err := <-done:
+		return nil, err
+	}
+}
+func (r rediskitWithLock) close() { _ = r.l.Close() }
+
 // bsm/redislock with a retry strategy made per call (its strategies count
 // retries on the strategy value). A nil strategy means one attempt per Obtain,
 // re-called at once: the tight loop.
@@ -160,6 +189,7 @@ func (seedLocker) close() {}
 
 var (
 	libRediskit         = lockLib{"rediskit", newRediskit}
+	libRediskitWithLock = lockLib{"rediskit-withlock", newRediskitWithLock}
 	libRedislockBackoff = lockLib{"redislock-exp16ms", newRedislock(func() redislock.RetryStrategy {
 		return redislock.ExponentialBackoff(16*time.Millisecond, 512*time.Millisecond)
 	})}

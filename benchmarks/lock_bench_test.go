@@ -150,7 +150,7 @@ func benchUncontended(b *testing.B, cs []*counted, lib lockLib, goroutines int, 
 	all.report(b, "")
 }
 
-var handoffLibs = []lockLib{libRediskit, libRueidislock, libRedislockBackoff, libRedislockTight, libRedsync, libSeed}
+var handoffLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedislockBackoff, libRedislockTight, libRedsync, libSeed}
 
 // BenchmarkLockHandoff is the seed's pattern: while a key is held, 8
 // goroutines (requests for the same user, say) each ask for it once, hold it

@@ -97,9 +97,13 @@ func num(v float64) string {
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
+// isRediskit reports whether lib, a row's library, is rediskit: "rediskit",
+// or "rediskit-" and how it is used.
+func isRediskit(lib string) bool { return lib == "rediskit" || strings.HasPrefix(lib, "rediskit-") }
+
 // table writes one family's rows: the given metrics, then the primary
 // metric's ratio to a floor and to the best peer (the smallest value, or the
-// largest when higher is better, among the rows not named "rediskit").
+// largest when higher is better, among the rows not of rediskit).
 //
 // floorName names the floor row, and its metric after a colon when it is
 // not the primary one ("Floor/ping-ping:p50-µs"). A table without a floor
@@ -123,8 +127,8 @@ func table(w io.Writer, r results, order []string, family string, metrics []stri
 	floor, hasFloor := r.get(floorName, floorMetric)
 	compare := primary != "" // the Floor table has nothing to compare with
 	// The best peer of each row: the smallest primary value (the largest
-	// when higher is better) among the rows with its suffix not named
-	// "rediskit" nor skipped.
+	// when higher is better) among the rows with its suffix, neither of
+	// rediskit nor skipped.
 	bests := make([]float64, len(rows))
 	founds := make([]bool, len(rows))
 	anyPeer := false
@@ -132,7 +136,7 @@ func table(w io.Writer, r results, order []string, family string, metrics []stri
 		_, suffix := splitRow(family, n)
 		for _, o := range rows {
 			olib, osuffix := splitRow(family, o)
-			if olib == "rediskit" || osuffix != suffix || slices.Contains(skipPeers, olib) {
+			if isRediskit(olib) || osuffix != suffix || slices.Contains(skipPeers, olib) {
 				continue
 			}
 			if v, ok := r.get(o, primary); ok && (!founds[i] || (higherBetter && v > bests[i]) || (!higherBetter && v < bests[i])) {
@@ -252,28 +256,34 @@ func targets(r results, order []string) []target {
 
 // fairTargets checks the hand-off against rueidislock's, in one process
 // (LockHandoff) and across 8 (LockFleet): the gap, the requests and server
-// commands per acquisition, and the longest wait.
+// commands per acquisition, and the longest wait; for AcquireWithTimeout,
+// whose lock is held for its TTL when it returns, and for WithLock, whose
+// watchdog ends fn's context if the lock may be lost, as rueidislock's
+// WithContext does.
 func fairTargets(r results) []target {
 	var ts []target
 	for _, s := range []struct {
 		wl, what string
 		ratio    float64
 	}{{"LockHandoff", "in one process", 0.6}, {"LockFleet", "across 8 processes", 0.8}} {
-		kit, peer := s.wl+"/rediskit", s.wl+"/rueidislock"
-		gap, ok1 := r.get(kit, "gap-p50-µs")
-		peerGap, ok2 := r.get(peer, "gap-p50-µs")
-		if !ok1 || !ok2 {
-			continue
+		for _, k := range []struct{ row, api string }{{"rediskit", "AcquireWithTimeout"}, {"rediskit-withlock", "WithLock"}} {
+			kit, peer := s.wl+"/"+k.row, s.wl+"/rueidislock"
+			gap, ok1 := r.get(kit, "gap-p50-µs")
+			peerGap, ok2 := r.get(peer, "gap-p50-µs")
+			if !ok1 || !ok2 {
+				continue
+			}
+			req, cmds, peerCmds := r.must(kit, "req/op"), r.must(kit, "srvcmd/op"), r.must(peer, "srvcmd/op")
+			wait, peerWait := r.must(kit, "maxwait-ms"), r.must(peer, "maxwait-ms")
+			what := s.what + ", " + k.api
+			ts = append(ts,
+				target{fmt.Sprintf("hand-off %s: gap p50 at most %s× rueidislock's", what, num(s.ratio)),
+					fmt.Sprintf("%s× (%s µs vs %s µs)", num(gap/peerGap), num(gap), num(peerGap)), gap <= s.ratio*peerGap, false},
+				target{fmt.Sprintf("hand-off %s: at most 3 requests, and fewer server commands than rueidislock, per acquisition", what),
+					fmt.Sprintf("%s requests; %s vs %s server commands", num(req), num(cmds), num(peerCmds)), req <= 3 && cmds < peerCmds, false},
+				target{fmt.Sprintf("hand-off %s: longest wait no more than rueidislock's", what),
+					fmt.Sprintf("%s ms vs %s ms", num(wait), num(peerWait)), wait <= peerWait, false})
 		}
-		req, cmds, peerCmds := r.must(kit, "req/op"), r.must(kit, "srvcmd/op"), r.must(peer, "srvcmd/op")
-		wait, peerWait := r.must(kit, "maxwait-ms"), r.must(peer, "maxwait-ms")
-		ts = append(ts,
-			target{fmt.Sprintf("hand-off %s: gap p50 at most %s× rueidislock's", s.what, num(s.ratio)),
-				fmt.Sprintf("%s× (%s µs vs %s µs)", num(gap/peerGap), num(gap), num(peerGap)), gap <= s.ratio*peerGap, false},
-			target{fmt.Sprintf("hand-off %s: at most 3 requests, and fewer server commands than rueidislock, per acquisition", s.what),
-				fmt.Sprintf("%s requests; %s vs %s server commands", num(req), num(cmds), num(peerCmds)), req <= 3 && cmds < peerCmds, false},
-			target{fmt.Sprintf("hand-off %s: longest wait no more than rueidislock's", s.what),
-				fmt.Sprintf("%s ms vs %s ms", num(wait), num(peerWait)), wait <= peerWait, false})
 	}
 	return ts
 }

@@ -138,9 +138,9 @@ const lastAttemptGrace = 20 * time.Millisecond
 // acquire takes the lock on key for ttl, waiting up to timeout. watched
 // says that the caller keeps the Lock under a watchdog, which ends the
 // holder's context when the Lock's validity runs out unless a refresh
-// extended it, and refreshes it at once when its validity is shorter
-// than ttl (WithLock): the wait may then return a lock handed over by
-// another process for the claim bound only, without confirming it first.
+// extended it, and refreshes it as a lock of its setFor would be
+// (WithLock): the wait may then return a lock handed over by another
+// process for the claim bound only, without confirming it first.
 func (l *Locker) acquire(ctx context.Context, key string, ttl, timeout time.Duration, watched bool) (*Lock, error) {
 	if err := l.validate("acquire", key, ttl); err != nil {
 		return nil, err
@@ -329,6 +329,9 @@ type Lock struct {
 	ttl        time.Duration // as acquired
 	fence      int64
 	validUntil time.Time // when the lock is sure to be held until, as of acquisition
+	// setFor is the TTL validUntil counts: ttl, or the claim bound for a
+	// lock handed over by another process that WithLock took unconfirmed.
+	setFor time.Duration
 }
 
 // Key returns the key the lock was taken on, without the key prefix.

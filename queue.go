@@ -37,8 +37,8 @@ import (
 //     then hold a later hand-over than the one the message announced);
 //     WithLock, whose watchdog ends fn's context when the lock may have
 //     expired, takes it as it is, unless an attempt of the waiter's since
-//     its last queued one had no reply, and its watchdog extends it at
-//     once. Its clock cannot be compared with the releaser's, so the
+//     its last queued one had no reply, and its watchdog extends it as it
+//     would a lock of that TTL, a third of the way. Its clock cannot be compared with the releaser's, so the
 //     waiter counts the hand-over's validity from the send time of its own
 //     last attempt that found the lock held: the hand-over ran after that
 //     attempt (the server's times say so), or the attempt would have found
@@ -157,7 +157,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				g = nil
 			default:
 				// Handed over for holderTTL (ttl, or the claim bound to a
-				// watched lock, which its watchdog extends at once), after
+				// watched lock, which its watchdog extends), after
 				// the waiter's last attempt, which was sent at queuedAt:
 				// held for holderTTL from then, at least, and nobody held
 				// it in between. The entry left the queue then, so no
@@ -166,7 +166,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				g.validUntil = validUntil(queuedAt, held)
 			}
 			if g != nil && time.Until(g.validUntil) > validity(held)/2 {
-				return l.acquired(key, names, entryToken(entry), ttl, *g, start), nil
+				return l.acquired(key, names, entryToken(entry), ttl, held, *g, start), nil
 			}
 			// Too little of it left to count on: the attempt renews it.
 		}
@@ -186,7 +186,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		}
 		switch {
 		case err == nil && g.held && g.handed:
-			return l.acquired(key, names, entryToken(entry), ttl, g, start), nil
+			return l.acquired(key, names, entryToken(entry), ttl, ttl, g, start), nil
 		case err == nil && g.held:
 			lk.fence, lk.validUntil = g.fence, g.validUntil
 			l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
@@ -271,9 +271,9 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 }
 
 // acquired returns the Lock that a grant handed over to the waiter's entry
-// stands for: it holds the entry's token.
-func (l *Locker) acquired(key string, names *lockNames, token string, ttl time.Duration, g grant, start time.Time) *Lock {
-	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil}
+// stands for: it holds the entry's token, set for setFor (see Lock).
+func (l *Locker) acquired(key string, names *lockNames, token string, ttl, setFor time.Duration, g grant, start time.Time) *Lock {
+	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil, setFor: setFor}
 	lk.args.init(names, token, ttl, l.store.notifier(), "")
 	l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 	return lk

@@ -64,9 +64,9 @@ func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)",
 // A lock handed over by another process's release (see
 // [Locker.AcquireWithTimeout]) is set for 2 s at most: WithLock calls fn
 // at once, without the round trip that confirms it for its TTL, and the
-// watchdog's first refresh extends it (at once for a TTL of 3 s or more,
-// early for a shorter one); until a refresh succeeds, the lock's validity
-// is those 2 s, counted from the waiter's last attempt.
+// watchdog refreshes it as it would a lock of 2 s TTL, a third of the way,
+// which extends it to its TTL; until a refresh succeeds, the lock's
+// validity is those 2 s, counted from the waiter's last attempt.
 //
 // fn's context is a child of ctx. If a refresh finds the lock gone, or
 // refreshes fail until the lock may have expired (a TTL after the last
@@ -180,11 +180,14 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost f
 	// The first refresh is due an interval after the acquisition was sent,
 	// not after its reply came: on a slow link the difference is what
 	// lets it land in time. A lock handed over by another process for
-	// the claim bound, shorter than ttl (see acquireQueued), counts as
-	// sent that much earlier: its first refresh comes sooner, at once for
-	// a TTL of 1.5 times the claim bound or more.
-	sent := lk.validUntil.Add(-validity(ttl))
-	next := time.NewTimer(time.Until(sent.Add(interval))) // the next refresh
+	// the claim bound, shorter than ttl (see acquireQueued), is refreshed
+	// first as a lock of that TTL would be: a third of the way.
+	first := ttl
+	if lk.setFor > 0 && lk.setFor < ttl {
+		first = lk.setFor
+	}
+	sent := lk.validUntil.Add(-validity(first))
+	next := time.NewTimer(time.Until(sent.Add(first / 3))) // the next refresh
 	defer next.Stop()
 
 	rctx, cancel := context.WithCancel(ctx) // every refresh's

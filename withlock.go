@@ -122,24 +122,44 @@ func (l *Locker) WithLock(ctx context.Context, key string, fn func(ctx context.C
 // cancels the holder's context when the lock is lost.
 type watchdog struct {
 	cancel context.CancelFunc // ends the refresh context and the loop
-	done   chan struct{}
+	start  *time.Timer        // runs the loop, when the first refresh is due
+	done   chan struct{}      // closed when the loop has returned
 	lost   error
 }
 
+// startWatchdog has the loop run, on a goroutine of its own, from when
+// the lock's first refresh is due: a lock released before that (the
+// common case) costs a timer, not a goroutine.
 func startWatchdog(ctx context.Context, lk *Lock, ttl time.Duration, cancelFn context.CancelCauseFunc) *watchdog {
 	// Refreshes must go on when ctx is cancelled, until fn has returned and
 	// the lock is released; they stop with the watchdog.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &watchdog{cancel: cancel, done: make(chan struct{})}
-	go func() {
+	w.start = time.AfterFunc(time.Until(firstRefresh(lk, ttl)), func() {
 		defer close(w.done)
 		w.lost = w.loop(rctx, lk, ttl, func(lost error) {
 			// At once, before waiting for any refresh in flight.
 			cancelFn(lost)
 			lk.l.cfg.emit(&lk.l.stats, Event{Kind: EventLost, Key: lk.key, Err: lost})
 		})
-	}()
+	})
 	return w
+}
+
+// firstRefresh returns when a lock's first refresh is due: an interval
+// after the acquisition was sent, not after its reply came (on a slow link
+// the difference is what lets it land in time). A lock handed over by
+// another process for the claim bound, shorter than ttl (see
+// acquireQueued), is refreshed first as a lock of that TTL would be: a
+// third of the way. The first refresh always comes before the lock's
+// validity ends: a third of a TTL is less than its validity.
+func firstRefresh(lk *Lock, ttl time.Duration) time.Time {
+	first := ttl
+	if lk.setFor > 0 && lk.setFor < ttl {
+		first = lk.setFor
+	}
+	sent := lk.validUntil.Add(-validity(first))
+	return sent.Add(first / 3)
 }
 
 // refreshRetry is the pause before retrying a refresh that failed without
@@ -177,17 +197,7 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost f
 	heldUntil := lk.validUntil
 	expiry := time.NewTimer(time.Until(heldUntil))
 	defer expiry.Stop()
-	// The first refresh is due an interval after the acquisition was sent,
-	// not after its reply came: on a slow link the difference is what
-	// lets it land in time. A lock handed over by another process for
-	// the claim bound, shorter than ttl (see acquireQueued), is refreshed
-	// first as a lock of that TTL would be: a third of the way.
-	first := ttl
-	if lk.setFor > 0 && lk.setFor < ttl {
-		first = lk.setFor
-	}
-	sent := lk.validUntil.Add(-validity(first))
-	next := time.NewTimer(time.Until(sent.Add(first / 3))) // the next refresh
+	next := time.NewTimer(time.Until(firstRefresh(lk, ttl))) // the next refresh
 	defer next.Stop()
 
 	rctx, cancel := context.WithCancel(ctx) // every refresh's
@@ -254,10 +264,13 @@ func resetTimer(t *time.Timer, d time.Duration) {
 	t.Reset(d)
 }
 
-// stop ends the loop, waits for its goroutine to exit, and returns the
-// error that lost the lock, if any.
+// stop ends the loop, waits for its goroutine to exit if it started, and
+// returns the error that lost the lock, if any.
 func (w *watchdog) stop() error {
 	w.cancel()
+	if w.start.Stop() {
+		return nil // never started: no refresh was due yet
+	}
 	<-w.done
 	return w.lost
 }

@@ -62,11 +62,38 @@ func (r rediskitLocker) acquire(ctx context.Context, key string, ttl, wait time.
 }
 func (r rediskitLocker) close() { _ = r.l.Close() }
 
+// scoped is a locker whose critical section runs in a callback, while the
+// lock is held: the benchmarks time such a section from inside it.
+type scoped interface {
+	withLock(ctx context.Context, key string, ttl, wait time.Duration, critical func()) error
+}
+
+// turn takes key for ttl, waiting up to wait, runs critical while holding
+// it, and releases it.
+func turn(ctx context.Context, l locker, key string, ttl, wait time.Duration, critical func()) error {
+	if s, ok := l.(scoped); ok {
+		return s.withLock(ctx, key, ttl, wait, critical)
+	}
+	release, err := l.acquire(ctx, key, ttl, wait)
+	if err != nil {
+		return err
+	}
+	critical()
+	return release(ctx)
+}
+
 // rediskit's WithLock, on one Redis, default options: the lock is kept by
 // a watchdog that ends fn's context if it may be lost, as rueidislock's
-// WithContext does. fn holds the lock until the release is called, on the
-// goroutine WithLock runs on.
+// WithContext does. As a scoped locker, the critical section is fn; as a
+// plain one, fn holds the lock until the release is called.
 type rediskitWithLock struct{ l *rediskit.Locker }
+
+func (r rediskitWithLock) withLock(ctx context.Context, key string, ttl, wait time.Duration, critical func()) error {
+	return r.l.WithLock(ctx, key, func(context.Context) error {
+		critical()
+		return nil
+	}, rediskit.WithLockTTL(ttl), rediskit.WithLockWait(wait))
+}
 
 func newRediskitWithLock(clients []*redis.Client) locker {
 	return rediskitWithLock{rediskit.NewLocker(clients[0])}

@@ -174,7 +174,7 @@ func benchQueue(b *testing.B, cs []*counted, lib lockLib) {
 	if release, err := l.acquire(ctx, uniqueKey("warm"), time.Second, 0); err == nil {
 		_ = release(ctx)
 	}
-	type turn struct{ acquired, released time.Time }
+	type held struct{ acquired, released time.Time }
 	var gaps, waits latencies
 	rounds := (b.N + waiters - 1) / waiters
 	before := snapshot(b, cs)
@@ -186,28 +186,27 @@ func benchQueue(b *testing.B, cs []*counted, lib lockLib) {
 			b.Fatal(err)
 		}
 		var mu sync.Mutex
-		var turns []turn
+		var turns []held
 		var wg sync.WaitGroup
 		for g := 0; g < waiters; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				t0 := time.Now()
-				release, err := l.acquire(ctx, key, 5*time.Second, time.Minute)
+				var t1, t2 time.Time
+				err := turn(ctx, l, key, 5*time.Second, time.Minute, func() {
+					t1 = time.Now()
+					time.Sleep(time.Millisecond) // the critical section
+					t2 = time.Now()
+				})
 				if err != nil {
 					b.Error(err)
 					return
 				}
-				t1 := time.Now()
-				time.Sleep(time.Millisecond) // the critical section
-				t2 := time.Now()
 				mu.Lock()
-				turns = append(turns, turn{t1, t2})
+				turns = append(turns, held{t1, t2})
 				waits = append(waits, t1.Sub(t0))
 				mu.Unlock()
-				if err := release(ctx); err != nil {
-					b.Error(err)
-				}
 			}()
 		}
 		time.Sleep(5 * time.Millisecond) // all of them try, fail and wait
@@ -217,7 +216,7 @@ func benchQueue(b *testing.B, cs []*counted, lib lockLib) {
 		}
 		wg.Wait()
 		// Nobody asks twice, so the holders follow one another in order.
-		slices.SortFunc(turns, func(x, y turn) int { return x.acquired.Compare(y.acquired) })
+		slices.SortFunc(turns, func(x, y held) int { return x.acquired.Compare(y.acquired) })
 		for _, t := range turns {
 			gaps = append(gaps, t.acquired.Sub(released))
 			released = t.released

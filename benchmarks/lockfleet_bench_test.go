@@ -212,14 +212,13 @@ func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error
 		reqs := c.requests.Load() + rueidisRequests.Load()
 		for r := 0; r < rounds; r++ {
 			asked := time.Now()
-			release, err := l.acquire(ctx, key, 5*time.Second, time.Minute)
+			var acquired, released time.Time
+			err := turn(ctx, l, key, 5*time.Second, time.Minute, func() {
+				acquired = time.Now()
+				time.Sleep(time.Millisecond)
+				released = time.Now()
+			})
 			if err != nil {
-				return err
-			}
-			acquired := time.Now()
-			time.Sleep(time.Millisecond)
-			released := time.Now()
-			if err := release(ctx); err != nil {
 				return err
 			}
 			fmt.Fprintf(&out, " %d %d %d", asked.UnixNano(), acquired.UnixNano(), released.UnixNano())

@@ -6,12 +6,12 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -343,11 +343,7 @@ func TestQueueReviewHandOverShorterThanTTL(t *testing.T) {
 	}()
 	queued(t, admin, key, 1)
 	time.Sleep(300 * time.Millisecond) // subscribed
-	entries, err := admin.ZRangeByScore(ctx, rediskit.QueueKey(key),
-		&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
-	require.NoError(t, err)
-	require.Len(t, entries, 1)
-	hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+	hand := handToken(t, admin, key)
 
 	watching.Store(true)
 	waitFor(t, attempts, 5*time.Second, "the waiter's attempt") // fresh: the release hands over
@@ -500,4 +496,152 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 		admin.Get(ctx, rediskit.CompanionKey(key, ":fence")).Val())
 	assert.Greater(t, w.lk.Fence(), x.lk.Fence(), "a later holder's fence is lower than an earlier holder's")
 	_ = w.lk.Release(ctx)
+}
+
+// noTrackConn makes the server refuse CLIENT TRACKING (as a proxy or
+// Redis 5 would), so that only the hand-over message wakes a waiter.
+type noTrackConn struct{ net.Conn }
+
+func (c noTrackConn) Write(p []byte) (int, error) {
+	q := bytes.ReplaceAll(p, []byte("TRACKING"), []byte("TRACKINX"))
+	n, err := c.Conn.Write(q)
+	if n == len(q) {
+		n = len(p)
+	}
+	return n, err
+}
+
+func noTrackClient(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return noTrackConn{conn}, nil
+	}})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// isRefresh reports whether cmd runs the refresh script: one key, token
+// and TTL (the pttl script has one argument, release three keys).
+func isRefresh(cmd redis.Cmder) bool {
+	return scriptHash(cmd) != "" && !isAttempt(cmd) && len(cmd.Args()) == 6
+}
+
+// stuckRefreshes makes the first n refreshes sit on a connection that
+// does not answer for d (a half-open pooled connection, given up by the
+// default client's ReadTimeout of 3 s); later ones go through.
+type stuckRefreshes struct {
+	n     atomic.Int64
+	d     time.Duration
+	armed atomic.Bool
+	seen  atomic.Int64
+}
+
+func (h *stuckRefreshes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *stuckRefreshes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isRefresh(cmd) && h.armed.Load() {
+			h.seen.Add(1)
+			if h.n.Add(-1) >= 0 {
+				select {
+				case <-time.After(h.d):
+				case <-ctx.Done():
+				}
+				err := &net.OpError{Op: "read", Net: "tcp", Err: errTimeout{}}
+				cmd.SetErr(err)
+				return err
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *stuckRefreshes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+type errTimeout struct{}
+
+func (errTimeout) Error() string   { return "i/o timeout" }
+func (errTimeout) Timeout() bool   { return true }
+func (errTimeout) Temporary() bool { return true }
+
+// The third review's defect.
+
+// One refresh stuck on a dead pooled connection must not cost fn its lock
+// while Redis answers on every other connection: the watchdog starts a
+// second refresh beside a slow one (maxRefreshes), within the lock's
+// validity. For a lock WithLock takes from another process's hand-over,
+// the validity is the claim bound (about 1-2 s), but the second refresh
+// came an interval (TTL/3) after the first: fn's context was cancelled
+// although Redis would have extended the lock.
+func TestQueueReviewStuckFirstRefreshAfterHandOver(t *testing.T) {
+	for _, backendName := range []string{"miniredis", "redis"} {
+		t.Run(backendName, func(t *testing.T) {
+			var addr string
+			if backendName == "miniredis" {
+				addr = miniredis.RunT(t).Addr()
+			} else {
+				addr = requireStandalone(t)
+			}
+			for _, handOver := range []bool{false, true} {
+				name := "free lock"
+				if handOver {
+					name = "handed over"
+				}
+				t.Run(name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					admin := redis.NewClient(&redis.Options{Addr: addr})
+					t.Cleanup(func() { _ = admin.Close() })
+					key := "rkqueue:" + time.Now().Format("150405.000000") + ":" + name
+					const ttl = 6 * time.Second // refreshes every 2 s
+
+					wClient := noTrackClient(t, addr)
+					h := &stuckRefreshes{d: 3 * time.Second}
+					h.n.Store(1)
+					wClient.AddHook(h)
+					attempts, watching := watchAttempts(wClient, nil)
+					h.armed.Store(true)
+					w := newLocker(t, wClient, noPolling)
+
+					var holder *rediskit.Lock
+					if handOver {
+						var err error
+						holder, err = newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
+						require.NoError(t, err)
+					}
+					started := make(chan time.Time, 1)
+					done := make(chan error, 1)
+					go func() {
+						done <- w.WithLock(ctx, key, func(fctx context.Context) error {
+							started <- time.Now()
+							select {
+							case <-fctx.Done():
+								return context.Cause(fctx)
+							case <-time.After(5 * time.Second): // a short job
+								return nil
+							}
+						}, rediskit.WithLockTTL(ttl), rediskit.WithLockWait(30*time.Second))
+					}()
+					if handOver {
+						queued(t, admin, key, 1)
+						time.Sleep(400 * time.Millisecond) // subscribed
+						watching.Store(true)
+						waitFor(t, attempts, 5*time.Second, "the waiter's attempt")
+						watching.Store(false)
+						time.Sleep(50 * time.Millisecond) // fresh: the release hands over
+						require.NoError(t, holder.Release(ctx))
+						t.Logf("after the release: key pttl %v", admin.PTTL(ctx, key).Val())
+					}
+					at := waitFor(t, started, 10*time.Second, "fn")
+					err := waitFor(t, done, 15*time.Second, "WithLock")
+					t.Logf("fn ran %v; refreshes sent %d; WithLock: %v", time.Since(at).Round(time.Millisecond), h.seen.Load(), err)
+					assert.NoError(t, err, "one stuck refresh cost fn its lock, Redis answering all along")
+				})
+			}
+		})
+	}
 }

@@ -229,7 +229,10 @@ func (w *watchdog) loop(ctx context.Context, lk *Lock, ttl time.Duration, lost f
 					results <- refreshResult{sent, lk.Refresh(rctx, ttl)}
 				}(time.Now())
 			}
-			next.Reset(interval)
+			// The next one, should this one be slow, within what is left
+			// of the validity: an interval, unless the lock is held for
+			// less (a hand-over for the claim bound).
+			next.Reset(max(min(interval, time.Until(heldUntil)/2), time.Millisecond))
 		case r := <-results:
 			inflight--
 			switch {

@@ -93,6 +93,9 @@ func (c *Cache[T]) readOrLease(ctx context.Context, rkey, token string, wait, du
 	default:
 		pttl, _ := reply[1].(int64)
 		r.state, r.leaseTTL = leaseHeld, time.Duration(pttl)*time.Millisecond
+		if pttl == 0 { // expiring this very millisecond: look again at once
+			r.leaseTTL = time.Nanosecond
+		}
 	}
 	if len(reply) == 4 {
 		s, _ := reply[2].(string)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -269,4 +270,24 @@ func TestLoadLeaseAcrossOSProcesses(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 1, n, "loads across 4 processes x 50 goroutines")
 	})
+}
+
+// A lease with less than a millisecond left reads as a PTTL of 0: the
+// waiter looks again once it is gone, not after a backoff sleep.
+func TestLoadLeaseExpiringNow(t *testing.T) {
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	const key = "lease-expiring-now"
+	require.NoError(t, client.Set(ctx, rediskit.CompanionKey(key, ":lease"), "crashed", time.Millisecond).Err())
+	mr.FastForward(500 * time.Microsecond) // held, with a PTTL of 0
+	c := newCache[int](t, client, rediskit.WithLoadLease(time.Second), slowPoll)
+	timer := time.AfterFunc(100*time.Millisecond, func() { mr.FastForward(time.Millisecond) })
+	t.Cleanup(func() { timer.Stop() })
+	start := time.Now()
+	v, err := c.GetOrLoad(ctx, key, time.Minute, func(context.Context) (int, error) { return 9, nil })
+	require.NoError(t, err)
+	assert.Equal(t, 9, v)
+	assert.Less(t, time.Since(start), 5*time.Second, "a lease about to expire cost a whole backoff sleep (10 s)")
 }

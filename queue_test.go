@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,6 +32,17 @@ func queued(t *testing.T, client redis.UniversalClient, key string, n int64) {
 		// milliseconds, score below 1e14.
 		return client.ZCount(context.Background(), q, "100000000000000", "+inf").Val() == n
 	}, 5*time.Second, time.Millisecond, "%d waiters in the queue", n)
+}
+
+// handToken returns the token a lock handed over to the one waiter queued
+// for key would hold.
+func handToken(t *testing.T, client redis.UniversalClient, key string) string {
+	t.Helper()
+	entries, err := client.ZRangeByScore(context.Background(), rediskit.QueueKey(key),
+		&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	return entries[0][strings.LastIndexByte(entries[0], ':')+1:]
 }
 
 // assertNothingLeft checks that the lock and its queue are gone from
@@ -160,11 +172,7 @@ func TestQueueHandOverAcrossProcesses(t *testing.T) {
 		}()
 		queued(t, b.client, key, 1)
 		time.Sleep(50 * time.Millisecond) // subscribed, and retried once
-		entries, err := b.client.ZRangeByScore(ctx, rediskit.QueueKey(key),
-			&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
-		require.NoError(t, err)
-		require.Len(t, entries, 1)
-		hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+		hand := handToken(t, b.client, key)
 		count.Store(true)
 		require.NoError(t, holder.Release(ctx))
 		lk := waitFor(t, got, 15*time.Second, "the waiter")
@@ -228,11 +236,7 @@ func TestQueueWithLockTakesHandOver(t *testing.T) {
 				}()
 				queued(t, b.client, key, 1)
 				time.Sleep(300 * time.Millisecond) // subscribed
-				entries, err := b.client.ZRangeByScore(ctx, rediskit.QueueKey(key),
-					&redis.ZRangeBy{Min: "100000000000000", Max: "+inf"}).Result()
-				require.NoError(t, err)
-				require.Len(t, entries, 1)
-				hand := entries[0][strings.LastIndexByte(entries[0], ':')+1:]
+				hand := handToken(t, b.client, key)
 
 				watching.Store(true)
 				waitFor(t, attempts, 5*time.Second, "the waiter's attempt")
@@ -610,4 +614,24 @@ func requireStandalone(t *testing.T) string {
 		t.Skipf("set %s to run against a real standalone Redis", envStandalone)
 	}
 	return addr
+}
+
+// A holder with less than a millisecond left reads as a PTTL of 0: the
+// head of the queue looks again once it is gone, not after its beat.
+func TestQueueHolderExpiringNow(t *testing.T) {
+	defer rediskit.SetQueueTimes(20*time.Second, 10*time.Second)()
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	const key = "holder-expiring-now"
+	require.NoError(t, client.Set(ctx, key, "another program's", time.Millisecond).Err())
+	mr.FastForward(500 * time.Microsecond) // held, with a PTTL of 0
+	timer := time.AfterFunc(100*time.Millisecond, func() { mr.FastForward(time.Millisecond) })
+	t.Cleanup(func() { timer.Stop() })
+	start := time.Now()
+	lk, err := newLocker(t, client, noPolling).AcquireWithTimeout(ctx, key, time.Second, time.Minute)
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), 5*time.Second, "a holder about to expire cost a whole beat (10 s)")
+	require.NoError(t, lk.Release(ctx))
 }

@@ -38,14 +38,14 @@ import (
 //     WithLock, whose watchdog ends fn's context when the lock may have
 //     expired, takes it as it is, unless an attempt of the waiter's since
 //     its last queued one had no reply, and its watchdog extends it as it
-//     would a lock of that TTL, a third of the way. Its clock cannot be compared with the releaser's, so the
-//     waiter counts the hand-over's validity from the send time of its own
-//     last attempt that found the lock held: the hand-over ran after that
-//     attempt (the server's times say so), or the attempt would have found
-//     the lock handed over; a message about an older hand-over is stale,
-//     the lock it announced gone. A head whose Locker does not
-//     listen though it came listenWait ago or more is dropped: its process
-//     exited. Where no message can be published (a Ring), nobody is
+//     would a lock of that TTL, a third of the way. Its clock cannot be
+//     compared with the releaser's, so the waiter counts the hand-over's
+//     validity from the send time of its own last attempt that found the
+//     lock held: the hand-over ran after that attempt (the server's times
+//     say so), or the attempt would have found the lock handed over; a
+//     message about an older hand-over is stale, the lock it announced
+//     gone. A head whose Locker does not listen though it came listenWait
+//     ago or more is dropped: its process exited. Where no message can be published (a Ring), nobody is
 //     dropped, and the head finds the lock free when it next comes back.
 //
 // Otherwise the head is woken on its Locker's channel, and makes the
@@ -157,11 +157,11 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				g = nil
 			default:
 				// Handed over for holderTTL (ttl, or the claim bound to a
-				// watched lock, which its watchdog extends), after
-				// the waiter's last attempt, which was sent at queuedAt:
-				// held for holderTTL from then, at least, and nobody held
-				// it in between. The entry left the queue then, so no
-				// later hand-over came to it.
+				// watched lock, which its watchdog extends), after the
+				// waiter's last attempt, which was sent at queuedAt: held
+				// for holderTTL from then, at least, and nobody held it in
+				// between. The entry left the queue then, so no later
+				// hand-over came to it.
 				held = g.holderTTL
 				g.validUntil = validUntil(queuedAt, held)
 			}

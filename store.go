@@ -274,15 +274,21 @@ func (s *single) releaseWith(ctx context.Context, a *lockArgs, args []any) (bool
 	s.notify.releasing(a.key, 1)
 	defer s.notify.releasing(a.key, -1)
 	sent := time.Now()
-	var reply any
-	var err error
 	if s.calls.inline(ctx) {
-		reply, err = releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
-	} else {
-		reply, _, err = run(s.calls, ctx, func(ctx context.Context) (any, error) {
-			return releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
-		}, nil)
+		return s.runRelease(ctx, a, args, sent)
 	}
+	deleted, _, err := run(s.calls, ctx, func(ctx context.Context) (bool, error) {
+		return s.runRelease(ctx, a, args, sent)
+	}, nil)
+	return deleted, err
+}
+
+// runRelease runs the release script, sent at sent, and reads its reply:
+// where the call was made, so that a waiter the lock was handed over to
+// has it as soon as the reply comes, even when the releasing caller
+// stopped waiting for it.
+func (s *single) runRelease(ctx context.Context, a *lockArgs, args []any, sent time.Time) (bool, error) {
+	reply, err := releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
 	if err != nil {
 		return false, err
 	}

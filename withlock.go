@@ -62,11 +62,14 @@ func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)",
 // the lock's TTL.
 //
 // A lock handed over by another process's release (see
-// [Locker.AcquireWithTimeout]) is set for 2 s at most: WithLock calls fn
-// at once, without the round trip that confirms it for its TTL, and the
-// watchdog refreshes it as it would a lock of 2 s TTL, a third of the way,
-// which extends it to its TTL; until a refresh succeeds, the lock's
-// validity is those 2 s, counted from the waiter's last attempt.
+// [Locker.AcquireWithTimeout]) is set for 2 s at most. When the
+// hand-over's message is what tells the waiter (Redis's key tracking may
+// wake it first, and then it confirms as AcquireWithTimeout does),
+// WithLock calls fn without the round trip that confirms the lock for its
+// TTL, and the watchdog refreshes it as it would a lock of 2 s TTL, a
+// third of the way, which extends it to its TTL; until a refresh succeeds,
+// the lock's validity is those 2 s, counted from the waiter's last
+// attempt.
 //
 // fn's context is a child of ctx. If a refresh finds the lock gone, or
 // refreshes fail until the lock may have expired (a TTL after the last

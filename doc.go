@@ -57,10 +57,11 @@
 // TTL is confirmed by one round trip of the new holder's (WithLock, told
 // by the release's message, skips it: its watchdog refreshes the lock as
 // it would a lock of 2 s, which extends it to its TTL, and ends fn's
-// context if it cannot). A waiting acquisition is also bounded by backoff and by the holder's remaining TTL,
-// and comes back to Redis at least every 500 ms to keep its place; a waiter
-// whose process exited after waiting 2 s is skipped at once, and any other
-// that stopped coming back holds its place 2 s at most. Plain SET NX locks of other programs still
+// context if it cannot). A waiting acquisition is also bounded by backoff
+// and by the holder's remaining TTL, and comes back to Redis at least
+// every 500 ms to keep its place; a waiter whose process exited after
+// waiting 2 s is skipped at once, and any other that stopped coming back
+// holds its place 2 s at most. Plain SET NX locks of other programs still
 // exclude ours and are excluded, but do not queue.
 //
 // # Guarantees and failure modes

@@ -80,10 +80,11 @@ type notifier struct {
 	mode    notifyMode
 	publish any    // mode.publishCommand(), boxed once for the release script
 	id      string // names this Locker in the fleet's queues and its channels
-	// id, queueLife, queueLife - handOverFresh and the claim bound
-	// (queueLife) in milliseconds, boxed once for the scripts.
-	idArg, lifeArg, freshArg, claimArg any
-	linger, tick                       time.Duration
+	// id, and queueLife (an entry's life, and the claim bound) and
+	// queueLife - handOverFresh in milliseconds, boxed once for the
+	// scripts.
+	idArg, lifeArg, freshArg any
+	linger, tick             time.Duration
 
 	mu      sync.Mutex
 	subs    map[string]*subscription // by node address; "" in classic mode
@@ -160,8 +161,7 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	id := newID()
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
-		claimArg: queueLife.Milliseconds(),
-		linger:   notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
+		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
 		releases: map[string]int{}}
 }
 

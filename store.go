@@ -102,7 +102,8 @@ func (a *lockArgs) init(n *lockNames, token string, ttl time.Duration, nt *notif
 	if entry != "" {
 		e = entry
 	}
-	a.argv = [11]any{tok, ttl.Milliseconds(), e, nt.lifeArg, tok, nt.publish, n.companion, nt.idArg, emptyArg, nt.freshArg, nt.claimArg}
+	// The release's last argument, the claim bound, is an entry's life.
+	a.argv = [11]any{tok, ttl.Milliseconds(), e, nt.lifeArg, tok, nt.publish, n.companion, nt.idArg, emptyArg, nt.freshArg, nt.lifeArg}
 	switch {
 	case n.queue == "": // Redlock
 		a.keys, a.acquire, a.release = a.names[:2], a.argv[:2], a.argv[4:7]

@@ -22,6 +22,17 @@ import (
 // The defects an adversarial review of the fleet's queue found, each
 // failing before its fix.
 
+// standaloneKey skips without a real standalone Redis, and returns its
+// address, a client of it closed when the test ends, and a key unique to
+// the run, ending in name.
+func standaloneKey(t *testing.T, name string) (addr string, admin *redis.Client, key string) {
+	t.Helper()
+	addr = requireStandalone(t)
+	admin = redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	return addr, admin, "rkqueue:" + time.Now().Format("150405.000000") + ":" + name
+}
+
 // pubsubGate holds back what the server sends on a client's pub/sub connections
 // (those that wrote a SUBSCRIBE: the Locker's channels and key tracking's
 // redirect) while shut: a pub/sub TCP flow slower than the command flow.
@@ -164,11 +175,8 @@ func watchAttempts(client redis.UniversalClient, then func()) (attempts chan str
 // found it gone, is stale: the waiter must not count on it. It did, and
 // two processes held the lock at once.
 func TestQueueReviewStaleHandOver(t *testing.T) {
-	addr := requireStandalone(t)
+	addr, admin, key := standaloneKey(t, "stale")
 	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = admin.Close() })
-	key := "rkqueue:" + time.Now().Format("150405.000000") + ":stale"
 
 	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
 	require.NoError(t, err)
@@ -235,16 +243,13 @@ func TestQueueReviewStaleHandOver(t *testing.T) {
 // the queue must not take it for gone. It did, and a waiter that came
 // later got the lock first.
 func TestQueueReviewRingKeepsOrder(t *testing.T) {
-	addr := requireStandalone(t)
+	addr, admin, key := standaloneKey(t, "ring")
 	ctx := context.Background()
 	ring := func() *redis.Ring {
 		r := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}})
 		t.Cleanup(func() { _ = r.Close() })
 		return r
 	}
-	key := "rkqueue:" + time.Now().Format("150405.000000") + ":ring"
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = admin.Close() })
 
 	holder, err := newLocker(t, ring(), noPolling).TryAcquire(ctx, key, time.Minute)
 	require.NoError(t, err)
@@ -274,11 +279,8 @@ func TestQueueReviewRingKeepsOrder(t *testing.T) {
 // release (its connections are still open): the lock sits with it for the
 // claim bound (queueLife, 2 s), not for its TTL (10 s here).
 func TestQueueReviewHandOverToCutOffWaiter(t *testing.T) {
-	addr := requireStandalone(t)
+	addr, admin, key := standaloneKey(t, "cutoff")
 	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = admin.Close() })
-	key := "rkqueue:" + time.Now().Format("150405.000000") + ":cutoff"
 	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
 	require.NoError(t, err)
 
@@ -318,11 +320,8 @@ func TestQueueReviewHandOverToCutOffWaiter(t *testing.T) {
 // the waiter counts on it. It was not, when the message came soon enough:
 // the caller held a 3 s lock that Redis kept 2 s.
 func TestQueueReviewHandOverShorterThanTTL(t *testing.T) {
-	addr := requireStandalone(t)
+	addr, admin, key := standaloneKey(t, "short")
 	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = admin.Close() })
-	key := "rkqueue:" + time.Now().Format("150405.000000") + ":short"
 	const ttl = 3 * time.Second
 
 	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
@@ -417,11 +416,8 @@ var errLostReply error = lostReply{}
 // fence, lower than the holder's in between. It did, when it confirmed the
 // lock with a refresh that ran after the later hand-over.
 func TestQueueReviewStaleHandOverFence(t *testing.T) {
-	addr := requireStandalone(t)
+	addr, admin, key := standaloneKey(t, "fence")
 	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = admin.Close() })
-	key := "rkqueue:" + time.Now().Format("150405.000000") + ":fence"
 
 	holder, err := newLocker(t, admin).TryAcquire(ctx, key, time.Minute)
 	require.NoError(t, err)

@@ -48,7 +48,11 @@
 // single node, Sentinel, Cluster or Ring; a Redlock keeps no queue), in the
 // order they came, whichever process they are in. A free lock goes to the
 // head of the queue only: neither a releaser asking again nor a newcomer,
-// TryAcquire included, takes it past a live waiter. A release wakes the
+// TryAcquire included, takes it past a live waiter. Goroutines that wait
+// for a lock their own Locker holds wait in process, making no request: the
+// release gives the lock to the oldest of them, unless a waiter of another
+// process came earlier, and otherwise they keep their places in the queue.
+// A release wakes the
 // head alone, through its Locker's pub/sub subscription (see
 // [Locker.Close]), or hands the lock straight over to it: in the same
 // process the head then holds the lock when it is told, with no round trip

@@ -75,3 +75,15 @@ func QueueEntryChannel(rkey, entry string) string {
 // ValidUntil returns until when lk is sure to be held, as of its
 // acquisition or last refresh.
 func ValidUntil(lk *Lock) time.Time { return lk.validUntil }
+
+// LocalWaiters returns how many goroutines wait in process for l's lock on
+// rkey (the key with its prefix).
+func LocalWaiters(l *Locker, rkey string) int {
+	n := l.store.notifier()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h := n.holds[rkey]; h != nil {
+		return len(h.waiters)
+	}
+	return 0
+}

@@ -101,7 +101,12 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // acquisition comes back to Redis at least every 500 ms to keep its place,
 // and leaves the queue when it returns without the lock. A Redlock's
 // waiters keep no queue: a release wakes the longest-waiting goroutine of
-// each process, which retries.
+// each process, which retries. Behind a lock held by this Locker, the
+// acquisition waits in process, without a request, until the holder's
+// release gives it the lock (if no waiter of another process came
+// earlier) or the lock leaves the Locker (it then takes its place in the
+// queue, by when it came), and for 500 ms at most, or until the holder's
+// lock may have expired, before it looks for itself.
 //
 // It also retries when the Locker's [Backoff] says, never sleeping past the
 // holder's remaining TTL (which each failed attempt returns) nor past the

@@ -93,8 +93,12 @@ type notifier struct {
 	// hears through Redis's tracking that its key changed may be about to
 	// be handed the lock by one.
 	releases map[string]int
-	closed   bool
-	running  sync.WaitGroup // the subscriptions' goroutines
+	// holds are the locks this Locker holds that goroutines wait for in
+	// process, by lock key (see holds.go).
+	holds   map[string]*hold
+	sweepAt int // the size of holds at which held sweeps it
+	closed  bool
+	running sync.WaitGroup // the subscriptions' goroutines
 }
 
 // subscription is one pub/sub connection, the goroutine reading it, and
@@ -150,6 +154,13 @@ type waiter struct {
 	// release of this Locker handed over to it, not yet taken.
 	entry  string
 	handed *grant
+	// For a waiter in process behind a lock its Locker holds (see
+	// holds.go): the lock's key, when it came, whether it still waits
+	// there, whether a release in progress names it, and whether one ever
+	// did; and whether its wait ended without the lock.
+	holdKey                        string
+	arrived                        time.Time
+	local, named, wasNamed, failed bool
 }
 
 func newWaiter(sub *subscription, ch *channel) *waiter {
@@ -162,7 +173,7 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
-		releases: map[string]int{}}
+		releases: map[string]int{}, holds: map[string]*hold{}, sweepAt: 64}
 }
 
 // releasing notes that a release of the lock on key starts (+1) or ended
@@ -198,9 +209,10 @@ func (n *notifier) register(entry string) *waiter {
 	return w
 }
 
-// deregister forgets w, made by register, and takes it off its channel.
-// Messages and hand-overs naming its entry go nowhere after it.
-func (n *notifier) deregister(w *waiter) {
+// deregister forgets w, made by register, and takes it off its channel;
+// failed says that its wait ended without the lock. Messages and
+// hand-overs naming its entry go nowhere after it.
+func (n *notifier) deregister(w *waiter, failed bool) {
 	if w == nil {
 		return
 	}
@@ -208,6 +220,8 @@ func (n *notifier) deregister(w *waiter) {
 	if n.entries[w.entry] == w {
 		delete(n.entries, w.entry)
 	}
+	w.failed = failed
+	n.unqueueLocked(w)
 	n.mu.Unlock()
 	n.detach(w)
 }
@@ -238,20 +252,6 @@ func (sub *subscription) reap(linger time.Duration) {
 			sub.enqueue(subOp{subscribe: false, name: name})
 		}
 	}
-}
-
-// deliver hands g, a lock handed over to the queue entry, to its waiter,
-// and wakes it. It reports whether the waiter was there.
-func (n *notifier) deliver(entry string, g grant) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	w := n.entries[entry]
-	if w == nil {
-		return false
-	}
-	w.handed = &g
-	w.signal()
-	return true
 }
 
 // takeHanded returns the lock handed over to w, if any, and forgets it.
@@ -779,6 +779,13 @@ func (n *notifier) close() {
 	n.closed = true
 	subs := n.subs
 	n.subs = map[string]*subscription{}
+	for key, h := range n.holds { // their waiters make attempts
+		delete(n.holds, key)
+		for _, w := range h.waiters {
+			w.local = false
+			w.signal()
+		}
+	}
 	n.mu.Unlock()
 	for _, sub := range subs {
 		close(sub.quit)

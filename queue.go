@@ -12,8 +12,9 @@ import (
 // The fleet's queue. On one Redis (single node, Sentinel, Cluster, Ring),
 // the acquisitions that wait for a lock queue in Redis, beside the lock and
 // in its slot (see queueLua): every waiting goroutine of every process has
-// an entry, in order of arrival. A free lock goes to the head of the queue
-// only, so neither a releaser asking again nor a newcomer (TryAcquire
+// an entry, in order of arrival, but for those that wait in process behind
+// a lock their Locker holds (see holds.go). A free lock goes to the head
+// of the queue only, so neither a releaser asking again nor a newcomer (TryAcquire
 // included) takes it past a live waiter, and a release wakes the head
 // alone, on its Locker's channel, instead of every process: one retry per
 // release, not one per process.
@@ -117,13 +118,30 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 	subscribed := false
 	var last *lockArgs // the last attempt's
 	kt := keyTracking{t: l.store.tracker(), rkey: names.key}
+	// Behind a lock this Locker holds, the waiter waits in process, with
+	// no attempt, until the lock is handed over to it or leaves the
+	// Locker (see holds.go).
+	local := n.waitLocal(names.key, w)
 	defer func() {
 		kt.stop()
-		n.deregister(w)
-		if err != nil && last != nil {
+		n.deregister(w, err != nil)
+		if err == nil {
+			return
+		}
+		if last == nil && n.mustLeave(w) {
+			// Named by a release before the waiter made an attempt: the
+			// release may have put its entry in the queue, or handed the
+			// lock over to it; both go as the entry's leaving lets them.
+			last = &lockArgs{}
+			last.init(names, entryToken(entry), ttl, n, entry)
+		}
+		if last != nil {
 			l.store.leave(ctx, last)
 		}
 	}()
+	if local {
+		l.cfg.emit(&l.stats, Event{Kind: EventContended, Key: key})
+	}
 	var lastErr error // the last attempt's error, if the wait is riding it out
 	// The last attempt that left the waiter queued: when it was sent, and
 	// when it ran, in the server's microseconds; and whether an attempt
@@ -169,6 +187,46 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				return l.acquired(key, names, entryToken(entry), ttl, held, *g, start), nil
 			}
 			// Too little of it left to count on: the attempt renews it.
+		}
+		if local {
+			left := timeout - time.Since(start)
+			until, ok := n.localUntil(w)
+			switch {
+			case !ok:
+				local = false // handed over, or the lock left the Locker
+			case left > 0 && time.Now().Before(until) && time.Since(start) < queueBeat:
+			case n.endLocal(w):
+				// The last attempt at the wait's end; or the holder's lock
+				// may have expired without a release, or Redis may have
+				// changed behind the Locker's back: look.
+				local = false
+			case left <= 0:
+				// A release in progress names the waiter: it lets the
+				// lock go on when the waiter is gone (see released).
+				return nil, l.notObtained(key, start, nil)
+			}
+			if local {
+				sleep := min(queueBeat-time.Since(start), left, time.Until(until))
+				if sleep <= 0 {
+					// Named by a release in progress: its outcome wakes
+					// the waiter if the lock comes to it or leaves.
+					sleep = min(queueBeat, left)
+				}
+				began := time.Now()
+				if !subscribed {
+					// Listening already, should the lock leave the
+					// Locker with the waiter queued in Redis in its
+					// place (see releaseScript).
+					wctx, cancel := context.WithTimeout(actx, sleep)
+					subscribed, _ = n.attach(wctx, w, names.companion+":"+n.id, true)
+					cancel()
+				}
+				if _, _, err := pause(ctx, max(sleep-time.Since(began), 0), w, nil); err != nil {
+					return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
+				}
+				retry--
+				continue
+			}
 		}
 		// A fresh token for every attempt, as in acquire.
 		token, err := newToken()
@@ -275,6 +333,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 func (l *Locker) acquired(key string, names *lockNames, token string, ttl, setFor time.Duration, g grant, start time.Time) *Lock {
 	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil, setFor: setFor}
 	lk.args.init(names, token, ttl, l.store.notifier(), "")
+	l.store.notifier().held(names.key, token, g.validUntil)
 	l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 	return lk
 }

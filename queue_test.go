@@ -96,8 +96,10 @@ func TestQueueFIFOAcrossProcesses(t *testing.T) {
 	})
 }
 
-// Goroutines of one process keep their order too, and the lock passes
-// between them by hand-over, without an acquisition of their own.
+// Goroutines of one process keep their order too. Behind a lock their
+// Locker holds, they wait in process: they make no request of their own,
+// and each release hands the lock over to the next, so the queue in Redis
+// never holds them.
 func TestQueueFIFOInProcess(t *testing.T) {
 	// No attempt to keep a place in the queue while the test runs.
 	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
@@ -108,6 +110,7 @@ func TestQueueFIFOInProcess(t *testing.T) {
 		l := newLocker(t, b.client, noPolling)
 		holder, err := l.TryAcquire(ctx, key, time.Minute)
 		require.NoError(t, err)
+		count.Store(true)
 		const n = 4
 		var mu sync.Mutex
 		var order []int
@@ -128,14 +131,14 @@ func TestQueueFIFOInProcess(t *testing.T) {
 				assert.Greater(t, ttl, 50*time.Second, "with the waiter's TTL")
 				assert.NoError(t, lk.Release(ctx))
 			}()
-			queued(t, b.client, key, int64(i+1))
+			require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == i+1 },
+				5*time.Second, time.Millisecond, "%d waiters in process", i+1)
 		}
-		time.Sleep(300 * time.Millisecond) // the first waiter's retry once subscribed
-		count.Store(true)
+		assert.Zero(t, b.client.Exists(ctx, rediskit.QueueKey(key)).Val(), "waiters in process in the queue in Redis")
 		require.NoError(t, holder.Release(ctx))
 		wg.Wait()
 		assert.Equal(t, []int{0, 1, 2, 3}, order)
-		assert.Zero(t, attempts.Load(), "attempts after the hand-overs began")
+		assert.Zero(t, attempts.Load(), "attempts by waiters in process")
 		assertNothingLeft(t, b.client, key)
 	})
 }
@@ -436,7 +439,8 @@ func TestQueueGiveUpDuringHandOver(t *testing.T) {
 				}
 				got <- lk
 			}()
-			queued(t, b.client, key, 1)
+			require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+				5*time.Second, time.Millisecond, "the waiter waits in process")
 			time.AfterFunc(time.Duration(rand.IntN(600))*time.Microsecond, cancel)
 			require.NoError(t, holder.Release(ctx))
 			if lk := <-got; lk != nil {
@@ -538,7 +542,8 @@ func TestFaultHandOverReplyLost(t *testing.T) {
 		assert.NoError(t, err)
 		got <- lk
 	}()
-	queued(t, direct, key, 1)
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+		5*time.Second, time.Millisecond, "the waiter waits in process")
 	// Idle connections in the pool: a new one would wait for the held
 	// reply of its handshake before sending the release.
 	var pings sync.WaitGroup
@@ -640,4 +645,85 @@ func TestQueueHolderExpiringNow(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, time.Since(start), 5*time.Second, "a holder about to expire cost a whole beat (10 s)")
 	require.NoError(t, lk.Release(ctx))
+}
+
+// Waiters in process and waiters in the fleet's queue get the lock in the
+// order they came: a release gives it to the oldest waiter of its own
+// Locker only if none in the queue came earlier, and when the lock leaves
+// the Locker its waiters keep their places in the queue.
+func TestQueueLocalWaitersKeepFleetOrder(t *testing.T) {
+	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("local-order")
+		a := newLocker(t, b.client, noPolling)
+		other := newLocker(t, b.another(t), noPolling)
+		holder, err := a.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		var mu sync.Mutex
+		var order []string
+		var wg sync.WaitGroup
+		wait := func(l *rediskit.Locker, name string) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Hour)
+				if !assert.NoError(t, err, name) {
+					return
+				}
+				mu.Lock()
+				order = append(order, name)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				assert.NoError(t, lk.Release(ctx), name)
+			}()
+		}
+		// Arrivals 20 ms apart: a waiter in process counts as arriving
+		// when it did, less its age's trip to Redis in the release.
+		localWaiters := func(n int) {
+			require.Eventually(t, func() bool { return rediskit.LocalWaiters(a, key) == n },
+				5*time.Second, time.Millisecond, "%d waiters in process", n)
+			time.Sleep(20 * time.Millisecond)
+		}
+		wait(a, "a1")
+		localWaiters(1)
+		wait(other, "b1")
+		queued(t, b.client, key, 1)
+		time.Sleep(20 * time.Millisecond)
+		wait(a, "a2")
+		localWaiters(2)
+		wait(other, "b2")
+		queued(t, b.client, key, 2)
+		require.NoError(t, holder.Release(ctx))
+		wg.Wait()
+		assert.Equal(t, []string{"a1", "b1", "a2", "b2"}, order)
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// A holder whose lock expires without a release does not keep the waiters
+// of its Locker waiting in process past the lock's validity.
+func TestQueueLocalWaiterOutlivesLostHolder(t *testing.T) {
+	// Nothing but the lock's validity ends the wait in process early.
+	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.mr != nil {
+			t.Skip("miniredis's keys expire only when its clock is moved")
+		}
+		ctx := wakeCtx(t)
+		key := b.key("local-expiry")
+		l := newLocker(t, b.client, noPolling)
+		const ttl = 300 * time.Millisecond
+		_, err := l.TryAcquire(ctx, key, ttl) // never released
+		require.NoError(t, err)
+		start := time.Now()
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 10*time.Second)
+		require.NoError(t, err)
+		took := time.Since(start)
+		assert.GreaterOrEqual(t, took, ttl-20*time.Millisecond, "taken before the holder's lock expired")
+		assert.Less(t, took, ttl+time.Second, "the waiter waited past the lock's expiry")
+		require.NoError(t, lk.Release(ctx))
+		assertNothingLeft(t, b.client, key)
+	})
 }

@@ -211,7 +211,16 @@ return {1, fence(KEYS[2], last, now(), ARGV[2])}
 // life of a waiter's entry must have left for the lock to be handed over
 // to it in another process (queueLife less handOverFresh); ARGV[7] the
 // longest TTL, in milliseconds, a lock handed over to another process gets
-// until its new holder confirms it (the claim bound).
+// until its new holder confirms it (the claim bound), which is also the
+// life of a waiter's entry; then, in pairs, the entries of the caller's
+// Locker's waiters that wait in process (see holds.go), oldest first, and
+// each one's age in microseconds.
+//
+// The caller's lock goes to the oldest of them (a lock that expired does
+// not: a release naming them may be late) when it came before the head of the queue, measured
+// in the server's time: the script's run less the waiter's age. Otherwise
+// the waiters in process join the queue at the places their ages give
+// them, and the head's turn comes as follows.
 //
 // Without a queue, or with an empty one, the release publishes an empty
 // message on the companion. With a queue, the lock, once free, is handed
@@ -271,6 +280,29 @@ if mine then
 	deleted = 1
 elseif cur and not wasHead then
 	return 0
+end
+if ARGV[8] and mine then
+	if not h or tonumber(redis.call('ZSCORE', q, h)) > now() - tonumber(ARGV[9]) then
+		local ttl, _, token = parse(ARGV[8])
+		local last = redis.call('GET', KEYS[2])
+		redis.call('SET', KEYS[1], token, 'PX', ttl)
+		if h then
+			-- An earlier release may have queued it.
+			dequeue(q, ARGV[8])
+		end
+		return {2, fence(KEYS[2], last, now(), ttl), ARGV[8], deleted}
+	end
+	local arrivals, deadlines = {}, {}
+	local life = tonumber(ARGV[7])
+	for i = 8, #ARGV - 1, 2 do
+		arrivals[#arrivals + 1] = now() - tonumber(ARGV[i + 1])
+		arrivals[#arrivals + 1] = ARGV[i]
+		deadlines[#deadlines + 1] = math.floor(now() / 1000) + life
+		deadlines[#deadlines + 1] = '~' .. ARGV[i]
+	end
+	redis.call('ZADD', q, 'NX', unpack(arrivals))
+	redis.call('ZADD', q, unpack(deadlines))
+	redis.call('PEXPIRE', q, 2 * life)
 end
 if not h then
 	if mine then

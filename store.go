@@ -194,6 +194,11 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 		s.calls.background(func() { s.undo(a, false, false) })
 		return grant{}, errLateReply
 	}
+	token := a.token
+	if g.handed {
+		token = entryToken(a.entry)
+	}
+	s.notify.held(a.key, token, g.validUntil)
 	return g, nil
 }
 
@@ -267,56 +272,79 @@ func (s *single) release(ctx context.Context, a *lockArgs, _ time.Duration) (boo
 	return s.releaseWith(ctx, a, a.release)
 }
 
-// releaseWith runs the release script with args, and delivers the lock to
-// the waiter of this Locker it was handed over to, if any. It reports
-// whether the caller's lock was deleted. Inline, it builds no closure: that
-// is the uncontended path's cost.
+// releaseWith runs the release script with args, naming the local
+// waiters of this Locker if the lock is this Locker's under args[0] (see
+// holds.go), and delivers the lock to the waiter of this Locker it was
+// handed over to, if any. It reports whether the caller's lock was deleted.
+// Inline, it builds no closure: that is the uncontended path's cost.
 func (s *single) releaseWith(ctx context.Context, a *lockArgs, args []any) (bool, error) {
 	s.notify.releasing(a.key, 1)
 	defer s.notify.releasing(a.key, -1)
+	token, _ := args[0].(string)
+	named, waiters := s.notify.named(a.key, token)
+	if len(named) > 0 {
+		args = append(slices.Clip(args), named...)
+	}
 	sent := time.Now()
 	if s.calls.inline(ctx) {
-		return s.runRelease(ctx, a, args, sent)
+		return s.runRelease(ctx, a, args, waiters, sent)
 	}
 	deleted, _, err := run(s.calls, ctx, func(ctx context.Context) (bool, error) {
-		return s.runRelease(ctx, a, args, sent)
+		return s.runRelease(ctx, a, args, waiters, sent)
 	}, nil)
 	return deleted, err
 }
 
-// runRelease runs the release script, sent at sent, and reads its reply:
-// where the call was made, so that a waiter the lock was handed over to
-// has it as soon as the reply comes, even when the releasing caller
-// stopped waiting for it.
-func (s *single) runRelease(ctx context.Context, a *lockArgs, args []any, sent time.Time) (bool, error) {
+// runRelease runs the release script, sent at sent and naming the local
+// waiters named, and reads its reply: where the call was made, so that a
+// waiter the lock was handed over to has it as soon as the reply comes,
+// even when the releasing caller stopped waiting for it.
+func (s *single) runRelease(ctx context.Context, a *lockArgs, args []any, named []*waiter, sent time.Time) (bool, error) {
+	token := args[0].(string)
 	reply, err := releaseScript.Run(ctx, s.client, a.releaseKeys(), args...).Result()
-	if err != nil {
-		return false, err
+	var deleted bool
+	var to string
+	var g grant
+	if err == nil {
+		deleted, to, g, err = s.releaseReply(reply, sent)
 	}
-	return s.released(reply, sent)
+	for _, entry := range s.notify.released(a.key, token, named, to, g) {
+		s.calls.background(func() { s.leaveAgain(a, entry) })
+	}
+	return deleted, err
 }
 
-// released reads the release script's reply to a request sent at sent. A
-// lock handed over to a waiter of this Locker is held by it from the
-// script's run, which was after sent, for the TTL in its entry; the
-// waiter takes it from the notifier. Had it left, its leaving releases the
-// lock (see releaseScript).
-func (s *single) released(reply any, sent time.Time) (bool, error) {
+// leaveAgain takes the entry of a waiter of this Locker that left out of
+// the queue again, and releases the lock if it was handed over to it.
+func (s *single) leaveAgain(a *lockArgs, entry string) {
+	args := slices.Clone(a.release)
+	args[0], args[4] = entryToken(entry), entry
+	s.calls.undo(func(ctx context.Context) (int64, error) {
+		_, err := s.releaseWith(ctx, a, args)
+		return 0, err
+	}, false)
+}
+
+// releaseReply reads the release script's reply to a request sent at sent:
+// whether the caller's lock was deleted, and, for a lock handed over to a
+// waiter of this Locker, its entry and the grant the waiter takes. The
+// waiter holds the lock from the script's run, which was after sent, for
+// the TTL in its entry.
+func (s *single) releaseReply(reply any, sent time.Time) (deleted bool, to string, g grant, err error) {
 	switch r := reply.(type) {
 	case int64:
-		return r == 1, nil
+		return r == 1, "", grant{}, nil
 	case []any:
 		if len(r) == 4 {
 			fence, ok1 := r[1].(int64)
 			entry, ok2 := r[2].(string)
-			deleted, ok3 := r[3].(int64)
+			del, ok3 := r[3].(int64)
 			if ttl, ok4 := entryTTL(entry); ok1 && ok2 && ok3 && ok4 {
-				s.notify.deliver(entry, grant{held: true, handed: true, fence: fence, validUntil: validUntil(sent, ttl)})
-				return deleted == 1, nil
+				return del == 1, entry, grant{held: true, handed: true, fence: fence, validUntil: validUntil(sent, ttl)}, nil
 			}
 		}
 	}
-	return false, fmt.Errorf("unexpected release reply %v", reply)
+	return false, "", grant{}, fmt.Errorf("unexpected release reply %v", reply)
 }
 
 func (s *single) refresh(ctx context.Context, a *lockArgs, ttl time.Duration) (bool, error) {

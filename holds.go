@@ -1,0 +1,208 @@
+package rediskit
+
+import (
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Waiting in process. While a Locker holds a lock, the goroutines of the
+// same Locker that ask for it wait in process, behind it, instead of
+// joining the fleet's queue in Redis: they make no request until their
+// turn. The holder's release names the oldest of them (maxNamed at most)
+// with their ages, and the release script gives the lock to the oldest,
+// unless a waiter in the fleet's queue came earlier, measured in the
+// server's time (its arrival there, against the release's run less the
+// waiter's age); then the lock goes to that one, and the named waiters
+// join the queue at the places their ages give them. So a contended
+// hand-off between goroutines of one process costs the release's round
+// trip alone, and the fleet's arrival order holds (a local waiter's
+// arrival is estimated late by at most the release's trip to Redis).
+//
+// A local waiter makes attempts of its own, as any waiter does, once the
+// lock leaves the Locker (the release says so, or failed), or when the
+// holder's lock may have expired without a release (its validity, as of
+// its acquisition, ran out), or after queueBeat: so a holder stuck past
+// its TTL, or a lock another program deleted, costs its local waiters that
+// long at most.
+
+// maxNamed bounds the local waiters a release names: those behind them
+// join the fleet's queue by their own attempts if the lock leaves.
+const maxNamed = 16
+
+// hold is a lock a Locker holds, as its local waiters see it.
+type hold struct {
+	token string    // the holding Lock's
+	until time.Time // until when it is sure to be held, as of its acquisition
+	// waiters wait in process for it, oldest first.
+	waiters []*waiter
+}
+
+// held notes that a Lock of this Locker holds the lock on key under
+// token, surely until until.
+func (n *notifier) held(key, token string, until time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.heldLocked(key, token, until)
+}
+
+func (n *notifier) heldLocked(key, token string, until time.Time) {
+	if n.closed {
+		return
+	}
+	h := n.holds[key]
+	if h == nil {
+		if len(n.holds) >= n.sweepAt {
+			n.sweepHolds()
+		}
+		h = &hold{}
+		n.holds[key] = h
+	}
+	h.token, h.until = token, until
+}
+
+// sweepHolds forgets the locks that nobody waits for in process and whose
+// validity ran out: lost, or left to expire. The caller holds n.mu.
+func (n *notifier) sweepHolds() {
+	now := time.Now()
+	for key, h := range n.holds {
+		if len(h.waiters) == 0 && !now.Before(h.until) {
+			delete(n.holds, key)
+		}
+	}
+	n.sweepAt = max(64, 2*len(n.holds))
+}
+
+// waitLocal makes w, a waiter for the lock on key, wait in process if this
+// Locker holds the lock, and reports whether it does.
+func (n *notifier) waitLocal(key string, w *waiter) bool {
+	if w == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.holds[key]
+	if h == nil || n.closed {
+		return false
+	}
+	if !time.Now().Before(h.until) && len(h.waiters) == 0 {
+		delete(n.holds, key) // lost, or released by a call that never ended
+		return false
+	}
+	w.holdKey, w.arrived, w.local = key, time.Now(), true
+	h.waiters = append(h.waiters, w)
+	return true
+}
+
+// localUntil reports whether w still waits in process, and until when the
+// lock it waits for is sure to be held.
+func (n *notifier) localUntil(w *waiter) (until time.Time, local bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !w.local {
+		return time.Time{}, false
+	}
+	return n.holds[w.holdKey].until, true
+}
+
+// endLocal makes w, waiting in process, make attempts of its own from now
+// on. It reports false, and w keeps waiting, while a release in progress
+// names w: its outcome tells w.
+func (n *notifier) endLocal(w *waiter) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.named {
+		return false
+	}
+	n.unqueueLocked(w)
+	return true
+}
+
+// unqueueLocked takes w off the local waiters. The caller holds n.mu.
+func (n *notifier) unqueueLocked(w *waiter) {
+	if !w.local {
+		return
+	}
+	w.local = false
+	if h := n.holds[w.holdKey]; h != nil {
+		h.waiters = slices.DeleteFunc(h.waiters, func(o *waiter) bool { return o == w })
+	}
+}
+
+// named returns the release script's arguments naming the oldest local
+// waiters for the lock on key, if the Lock releasing it under token holds
+// it: each one's entry and age in microseconds. It marks them named until
+// the release ends (released).
+func (n *notifier) named(key, token string) (args []any, named []*waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.holds[key]
+	if h == nil || h.token != token || len(h.waiters) == 0 {
+		return nil, nil
+	}
+	named = slices.Clone(h.waiters[:min(len(h.waiters), maxNamed)])
+	args = make([]any, 0, 2*len(named))
+	now := time.Now()
+	for _, w := range named {
+		w.named, w.wasNamed = true, true
+		args = append(args, w.entry, strconv.FormatInt(now.Sub(w.arrived).Microseconds(), 10))
+	}
+	return args, named
+}
+
+// released takes note of the end of a release of the lock on key under
+// token that named the local waiters named: when to is not "", the lock
+// was handed over to the entry to of this Locker, holding it from now on
+// until until, and g is delivered to its waiter; otherwise the lock left
+// the Locker, or may have, and its local waiters make attempts of their
+// own.
+//
+// It returns the entries of the named waiters that left without the lock
+// before the reply came: the release may have handed the lock over to one
+// of them, or put them in the queue after they left it, and the caller
+// takes them out again. (A waiter the release did not name was in the
+// queue when the script ran: leaving, it takes its entry out and releases
+// a lock handed over to it, in a script that runs after this one.) A named
+// waiter that left with a lock took this one, by an attempt that found it
+// handed over.
+func (n *notifier) released(key, token string, named []*waiter, to string, g grant) (gone []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, w := range named {
+		w.named = false
+		if w.failed {
+			gone = append(gone, w.entry)
+		}
+	}
+	if to != "" {
+		n.heldLocked(key, entryToken(to), g.validUntil)
+		if w := n.entries[to]; w != nil {
+			n.unqueueLocked(w)
+			w.handed = &g
+			w.signal()
+		}
+		return gone
+	}
+	h := n.holds[key]
+	if h == nil || h.token != token {
+		return gone
+	}
+	delete(n.holds, key)
+	for _, w := range h.waiters {
+		w.local = false
+		w.signal()
+	}
+	return gone
+}
+
+// mustLeave reports whether w, which made no attempt, must leave the queue
+// as it gives up: a release named it, and may have put its entry in the
+// queue or handed the lock over to it. Call it after deregister.
+func (n *notifier) mustLeave(w *waiter) bool {
+	if w == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return w.wasNamed || w.handed != nil
+}

@@ -82,8 +82,5 @@ func LocalWaiters(l *Locker, rkey string) int {
 	n := l.store.notifier()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if h := n.holds[rkey]; h != nil {
-		return len(h.waiters)
-	}
-	return 0
+	return len(n.holds[rkey].waiters)
 }

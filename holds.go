@@ -50,15 +50,12 @@ func (n *notifier) heldLocked(key, token string, until time.Time) {
 	if n.closed {
 		return
 	}
-	h := n.holds[key]
-	if h == nil {
-		if len(n.holds) >= n.sweepAt {
-			n.sweepHolds()
-		}
-		h = &hold{}
-		n.holds[key] = h
+	h, ok := n.holds[key]
+	if !ok && len(n.holds) >= n.sweepAt {
+		n.sweepHolds()
 	}
 	h.token, h.until = token, until
+	n.holds[key] = h
 }
 
 // sweepHolds forgets the locks that nobody waits for in process and whose
@@ -81,8 +78,8 @@ func (n *notifier) waitLocal(key string, w *waiter) bool {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	h := n.holds[key]
-	if h == nil || n.closed {
+	h, ok := n.holds[key]
+	if !ok || n.closed {
 		return false
 	}
 	if !time.Now().Before(h.until) && len(h.waiters) == 0 {
@@ -91,6 +88,7 @@ func (n *notifier) waitLocal(key string, w *waiter) bool {
 	}
 	w.holdKey, w.arrived, w.local = key, time.Now(), true
 	h.waiters = append(h.waiters, w)
+	n.holds[key] = h
 	return true
 }
 
@@ -124,8 +122,9 @@ func (n *notifier) unqueueLocked(w *waiter) {
 		return
 	}
 	w.local = false
-	if h := n.holds[w.holdKey]; h != nil {
+	if h, ok := n.holds[w.holdKey]; ok {
 		h.waiters = slices.DeleteFunc(h.waiters, func(o *waiter) bool { return o == w })
+		n.holds[w.holdKey] = h
 	}
 }
 
@@ -137,7 +136,7 @@ func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h := n.holds[key]
-	if h == nil || h.token != token || len(h.waiters) == 0 {
+	if h.token != token || len(h.waiters) == 0 {
 		return nil, nil
 	}
 	named = slices.Clone(h.waiters[:min(len(h.waiters), maxNamed)])
@@ -183,8 +182,8 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 		}
 		return gone
 	}
-	h := n.holds[key]
-	if h == nil || h.token != token {
+	h, ok := n.holds[key]
+	if !ok || h.token != token {
 		return gone
 	}
 	delete(n.holds, key)

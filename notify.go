@@ -95,7 +95,7 @@ type notifier struct {
 	releases map[string]int
 	// holds are the locks this Locker holds that goroutines wait for in
 	// process, by lock key (see holds.go).
-	holds   map[string]*hold
+	holds   map[string]hold
 	sweepAt int // the size of holds at which held sweeps it
 	closed  bool
 	running sync.WaitGroup // the subscriptions' goroutines
@@ -173,7 +173,7 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
-		releases: map[string]int{}, holds: map[string]*hold{}, sweepAt: 64}
+		releases: map[string]int{}, holds: map[string]hold{}, sweepAt: 64}
 }
 
 // releasing notes that a release of the lock on key starts (+1) or ended

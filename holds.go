@@ -177,7 +177,8 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 		n.heldLocked(key, entryToken(to), g.validUntil)
 		if w := n.entries[to]; w != nil {
 			n.unqueueLocked(w)
-			w.handed = &g
+			handed := g // only here on the heap: g is on every release's path
+			w.handed = &handed
 			w.signal()
 		}
 		return gone

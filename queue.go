@@ -195,6 +195,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			case !ok:
 				local = false // handed over, or the lock left the Locker
 			case left > 0 && time.Now().Before(until) && time.Since(start) < queueBeat:
+				// Waiting in process still.
 			case n.endLocal(w):
 				// The last attempt at the wait's end; or the holder's lock
 				// may have expired without a release, or Redis may have

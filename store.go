@@ -248,8 +248,7 @@ func (s *single) leave(ctx context.Context, a *lockArgs) {
 	if a.entry == "" {
 		return
 	}
-	args := slices.Clone(a.release)
-	args[0], args[4] = entryToken(a.entry), a.entry
+	args := leaveArgs(a, a.entry)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastAttemptGrace)
 	_, err := s.releaseWith(lctx, a, args)
 	cancel()
@@ -262,6 +261,15 @@ func (s *single) leave(ctx context.Context, a *lockArgs) {
 			return 0, err
 		}, false)
 	})
+}
+
+// leaveArgs returns the release script's arguments, for the lock a, that
+// take the queue entry entry out of the queue, and release the lock if it
+// was handed over to it: its token, and entry as the one leaving.
+func leaveArgs(a *lockArgs, entry string) []any {
+	args := slices.Clone(a.release)
+	args[0], args[4] = entryToken(entry), entry
+	return args
 }
 
 // settleWait is how long an acquisition's reply is awaited after its caller
@@ -317,8 +325,7 @@ func (s *single) runRelease(ctx context.Context, a *lockArgs, args []any, named 
 // leaveAgain takes the entry of a waiter of this Locker that left out of
 // the queue again, and releases the lock if it was handed over to it.
 func (s *single) leaveAgain(a *lockArgs, entry string) {
-	args := slices.Clone(a.release)
-	args[0], args[4] = entryToken(entry), entry
+	args := leaveArgs(a, entry)
 	s.calls.undo(func(ctx context.Context) (int64, error) {
 		_, err := s.releaseWith(ctx, a, args)
 		return 0, err

@@ -84,3 +84,9 @@ func LocalWaiters(l *Locker, rkey string) int {
 	defer n.mu.Unlock()
 	return len(n.holds[rkey].waiters)
 }
+
+// MaxNamed is how many waiters in process a release names.
+const MaxNamed = maxNamed
+
+// ReleaseScriptHash is the SHA1 the release script runs under (EVALSHA).
+var ReleaseScriptHash = releaseScript.Hash()

@@ -20,14 +20,18 @@ import (
 // arrival is estimated late by at most the release's trip to Redis).
 //
 // A local waiter makes attempts of its own, as any waiter does, once the
-// lock leaves the Locker (the release says so, or failed), or when the
-// holder's lock may have expired without a release (its validity, as of
-// its acquisition, ran out), or after queueBeat: so a holder stuck past
-// its TTL, or a lock another program deleted, costs its local waiters that
-// long at most.
+// lock leaves the Locker (the release says so, failed, or was never
+// sent), or when the holder's lock may have expired without a release (its
+// validity, as of its acquisition, ran out), or after queueBeat, or at the
+// end of its wait: so a holder stuck past its TTL, a release whose reply
+// is slow, or a lock another program deleted, costs its local waiters
+// queueBeat at most. Its first attempt carries its age, so that it joins
+// the queue at the place its arrival gives it.
 
-// maxNamed bounds the local waiters a release names: those behind them
-// join the fleet's queue by their own attempts if the lock leaves.
+// maxNamed bounds the local waiters a release names: if the lock leaves,
+// those behind them join the fleet's queue by their own attempts, at the
+// places their arrivals give them, though the lock may go, that once, to a
+// waiter of another process that came after them.
 const maxNamed = 16
 
 // hold is a lock a Locker holds, as its local waiters see it.
@@ -104,16 +108,13 @@ func (n *notifier) localUntil(w *waiter) (until time.Time, local bool) {
 }
 
 // endLocal makes w, waiting in process, make attempts of its own from now
-// on. It reports false, and w keeps waiting, while a release in progress
-// names w: its outcome tells w.
-func (n *notifier) endLocal(w *waiter) bool {
+// on, even while a release in progress names it: an attempt that finds the
+// lock handed over to w's entry takes it, and a release that finds w's
+// entry queued takes it out as it hands the lock over to w.
+func (n *notifier) endLocal(w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if w.named {
-		return false
-	}
 	n.unqueueLocked(w)
-	return true
 }
 
 // unqueueLocked takes w off the local waiters. The caller holds n.mu.
@@ -130,8 +131,7 @@ func (n *notifier) unqueueLocked(w *waiter) {
 
 // named returns the release script's arguments naming the oldest local
 // waiters for the lock on key, if the Lock releasing it under token holds
-// it: each one's entry and age in microseconds. It marks them named until
-// the release ends (released).
+// it: each one's entry and age in microseconds.
 func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -143,7 +143,7 @@ func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 	args = make([]any, 0, 2*len(named))
 	now := time.Now()
 	for _, w := range named {
-		w.named, w.wasNamed = true, true
+		w.wasNamed = true
 		args = append(args, w.entry, strconv.FormatInt(now.Sub(w.arrived).Microseconds(), 10))
 	}
 	return args, named
@@ -168,7 +168,6 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, w := range named {
-		w.named = false
 		if w.failed {
 			gone = append(gone, w.entry)
 		}

@@ -106,7 +106,7 @@ func (l *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) 
 // release gives it the lock (if no waiter of another process came
 // earlier) or the lock leaves the Locker (it then takes its place in the
 // queue, by when it came), and for 500 ms at most, or until the holder's
-// lock may have expired, before it looks for itself.
+// lock may have expired, before it looks for itself, keeping its place.
 //
 // It also retries when the Locker's [Backoff] says, never sleeping past the
 // holder's remaining TTL (which each failed attempt returns) nor past the

@@ -156,11 +156,11 @@ type waiter struct {
 	handed *grant
 	// For a waiter in process behind a lock its Locker holds (see
 	// holds.go): the lock's key, when it came, whether it still waits
-	// there, whether a release in progress names it, and whether one ever
-	// did; and whether its wait ended without the lock.
-	holdKey                        string
-	arrived                        time.Time
-	local, named, wasNamed, failed bool
+	// there, and whether a release ever named it; and whether its wait
+	// ended without the lock.
+	holdKey                 string
+	arrived                 time.Time
+	local, wasNamed, failed bool
 }
 
 func newWaiter(sub *subscription, ch *channel) *waiter {

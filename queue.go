@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +122,9 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 	// Behind a lock this Locker holds, the waiter waits in process, with
 	// no attempt, until the lock is handed over to it or leaves the
 	// Locker (see holds.go).
+	arrived := time.Now()
 	local := n.waitLocal(names.key, w)
+	waitedLocal := local
 	defer func() {
 		kt.stop()
 		n.deregister(w, err != nil)
@@ -196,23 +199,15 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 				local = false // handed over, or the lock left the Locker
 			case left > 0 && time.Now().Before(until) && time.Since(start) < queueBeat:
 				// Waiting in process still.
-			case n.endLocal(w):
+			default:
 				// The last attempt at the wait's end; or the holder's lock
 				// may have expired without a release, or Redis may have
 				// changed behind the Locker's back: look.
+				n.endLocal(w)
 				local = false
-			case left <= 0:
-				// A release in progress names the waiter: it lets the
-				// lock go on when the waiter is gone (see released).
-				return nil, l.notObtained(key, start, nil)
 			}
 			if local {
 				sleep := min(queueBeat-time.Since(start), left, time.Until(until))
-				if sleep <= 0 {
-					// Named by a release in progress: its outcome wakes
-					// the waiter if the lock comes to it or leaves.
-					sleep = min(queueBeat, left)
-				}
 				began := time.Now()
 				if !subscribed {
 					// Listening already, should the lock leave the
@@ -236,6 +231,11 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		}
 		lk := &Lock{l: l, key: key, ttl: ttl}
 		lk.args.init(names, token, ttl, n, entry)
+		if last == nil && waitedLocal {
+			// Its first attempt, after it waited in process: it joins the
+			// queue at the place its arrival gives it.
+			lk.args.acquire = append(slices.Clip(lk.args.acquire), strconv.FormatInt(time.Since(arrived).Microseconds(), 10))
+		}
 		last = &lk.args
 		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)

@@ -70,8 +70,9 @@ end
 //
 // now returns the server's time in microseconds, asking once per script;
 // head returns the first entry, after dropping those whose time is up;
-// enqueue adds an entry at the tail, or keeps its place, and moves its
-// time to now + life; dequeue removes one; parse splits one.
+// enqueue adds an entry, arrived age microseconds ago (0 when nil: at the
+// tail), or keeps its place, and moves its time to now + life; dequeue
+// removes one; parse splits one.
 const queueLua = `
 local us
 local function now()
@@ -99,8 +100,8 @@ local function head(q)
 	redis.call('ZREM', q, unpack(dead))
 	return first(q) or false
 end
-local function enqueue(q, entry, life)
-	redis.call('ZADD', q, 'NX', now(), entry)
+local function enqueue(q, entry, life, age)
+	redis.call('ZADD', q, 'NX', now() - (age or 0), entry)
 	redis.call('ZADD', q, math.floor(now() / 1000) + life, '~' .. entry)
 	redis.call('PEXPIRE', q, 2 * life)
 end
@@ -119,7 +120,9 @@ end
 // KEYS[3] the lock's queue (see queueLua), which a Redlock node has none
 // of. ARGV[1] the token; ARGV[2] the TTL in milliseconds; for an
 // acquisition that waits, ARGV[3] the caller's queue entry and ARGV[4] its
-// life in milliseconds.
+// life in milliseconds, and, for a waiter's first attempt after it waited
+// in process (see holds.go), ARGV[5] how long ago it came, in
+// microseconds, which places a new entry.
 //
 // With a queue, a free lock goes to the queue's head only: a caller that
 // is not the head (a TryAcquire, or a waiter behind it) finds it reserved.
@@ -146,7 +149,7 @@ end
 // the first has succeeded (Redis checks for OOM once per script). So an
 // error reply means the lock was not taken.
 var acquireScript = newFenceScript(fenceLua + queueLua + `
-local q, entry = KEYS[3], ARGV[3] or ''
+local q, entry, age = KEYS[3], ARGV[3] or '', tonumber(ARGV[5])
 local hand
 if q and entry ~= '' then
 	local _
@@ -171,9 +174,9 @@ if cur then
 	end
 	-- Dead waiters matter once the lock is free: the head read here may
 	-- be one, which makes this waiter come back later than the head would.
+	enqueue(q, entry, tonumber(ARGV[4]), age)
 	local h = first(q)
-	enqueue(q, entry, tonumber(ARGV[4]))
-	if h and h ~= entry then
+	if h ~= entry then
 		return {0, -4, 1, now()}
 	end
 	return {0, redis.call('PTTL', KEYS[1]), 0, now()}
@@ -183,11 +186,16 @@ if q then
 	h = head(q)
 end
 if h and h ~= entry then
-	if hand then
-		enqueue(q, entry, tonumber(ARGV[4]))
+	if not hand then
+		return {0, -3, -1}
+	end
+	enqueue(q, entry, tonumber(ARGV[4]), age)
+	if not age or first(q) ~= entry then
 		return {0, -3, 1, now()}
 	end
-	return {0, -3, -1}
+	-- It came before the head, though it had not queued yet (it waited in
+	-- process): the lock is its.
+	h = entry
 end
 local last = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

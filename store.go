@@ -297,9 +297,16 @@ func (s *single) releaseWith(ctx context.Context, a *lockArgs, args []any) (bool
 	if s.calls.inline(ctx) {
 		return s.runRelease(ctx, a, args, waiters, sent)
 	}
-	deleted, _, err := run(s.calls, ctx, func(ctx context.Context) (bool, error) {
+	ran := false
+	deleted, abandoned, err := run(s.calls, ctx, func(ctx context.Context) (bool, error) {
+		ran = true
 		return s.runRelease(ctx, a, args, waiters, sent)
 	}, nil)
+	if !abandoned && !ran {
+		// Never sent (ctx had ended): the waiters it named look for
+		// themselves.
+		s.notify.released(a.key, token, waiters, "", grant{})
+	}
 	return deleted, err
 }
 

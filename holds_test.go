@@ -1,0 +1,208 @@
+package rediskit_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rediskit/rediskit"
+)
+
+// Waiting in process behind a lock the waiter's own Locker holds
+// (holds.go), under the faults and timings a review found it failed.
+
+// orderedWaits runs acquisitions of key, each holding the lock for hold,
+// and records the order they got it in.
+type orderedWaits struct {
+	t     *testing.T
+	ctx   context.Context
+	key   string
+	hold  time.Duration
+	mu    sync.Mutex
+	order []string
+	wg    sync.WaitGroup
+}
+
+func (o *orderedWaits) wait(l *rediskit.Locker, name string) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		lk, err := l.AcquireWithTimeout(o.ctx, o.key, time.Minute, 8*time.Second)
+		if !assert.NoError(o.t, err, name) {
+			return
+		}
+		o.mu.Lock()
+		o.order = append(o.order, name)
+		o.mu.Unlock()
+		time.Sleep(o.hold)
+		assert.NoError(o.t, lk.Release(o.ctx), name)
+	}()
+}
+
+func (o *orderedWaits) done() []string {
+	o.wg.Wait()
+	return o.order
+}
+
+// A release that is never sent (its ctx had ended: a deferred Release
+// with a request's cancelled context) does not keep the waiters in
+// process waiting: they look for themselves at once, and take the lock
+// once it is gone (here another program deletes it).
+func TestQueueLocalWaiterAfterUnsentRelease(t *testing.T) {
+	// Only the release's outcome ends the wait in process early.
+	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("unsent-release")
+		l := newLocker(t, b.client, rediskit.WithRetryBackoff(rediskit.ConstantBackoff(50*time.Millisecond)))
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		got := make(chan error, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 8*time.Second)
+			if err == nil {
+				err = lk.Release(ctx)
+			}
+			got <- err
+		}()
+		require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+			5*time.Second, time.Millisecond, "the waiter waits in process")
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		require.ErrorIs(t, holder.Release(cctx), context.Canceled)
+		require.NoError(t, b.client.Del(ctx, key).Err())
+		require.NoError(t, waitFor(t, got, 3*time.Second, "the waiter"))
+	})
+}
+
+// A waiter that waited in process longer than queueBeat, and then joins
+// the queue, keeps the place its arrival gives it: neither a waiter of
+// another process that came later nor one of its own goes first.
+func TestQueueLocalWaiterKeepsPlaceAfterBeat(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.mr != nil {
+			t.Skip("timed arrivals: real servers only")
+		}
+		ctx := wakeCtx(t)
+		a := newLocker(t, b.client, noPolling)
+		other := newLocker(t, b.another(t), noPolling)
+		o := &orderedWaits{t: t, ctx: ctx, key: b.key("place-after-beat"), hold: 20 * time.Millisecond}
+		holder, err := a.TryAcquire(ctx, o.key, time.Minute)
+		require.NoError(t, err)
+		t0 := time.Now()
+		o.wait(a, "a1") // in process
+		time.Sleep(100 * time.Millisecond)
+		o.wait(other, "b1") // in the queue
+		queued(t, b.client, o.key, 1)
+		time.Sleep(time.Until(t0.Add(350 * time.Millisecond)))
+		o.wait(a, "a2") // in process
+		// a1 stops waiting in process at 500 ms, and queues.
+		time.Sleep(time.Until(t0.Add(750 * time.Millisecond)))
+		require.NoError(t, holder.Release(ctx))
+		assert.Equal(t, []string{"a1", "b1", "a2"}, o.done())
+		assertNothingLeft(t, b.client, o.key)
+	})
+}
+
+// When the lock leaves the Locker, its waiters in process keep their
+// places, those past the ones the release names (maxNamed) included: they
+// join the queue by their own attempts, at the places their arrivals give
+// them.
+func TestQueueLocalWaitersBeyondNamedKeepPlace(t *testing.T) {
+	defer rediskit.SetQueueTimes(time.Minute, 30*time.Second)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.mr != nil {
+			t.Skip("timed arrivals: real servers only")
+		}
+		ctx := wakeCtx(t)
+		a := newLocker(t, b.client, noPolling)
+		other := newLocker(t, b.another(t), noPolling)
+		o := &orderedWaits{t: t, ctx: ctx, key: b.key("beyond-named")}
+		holder, err := a.TryAcquire(ctx, o.key, time.Minute)
+		require.NoError(t, err)
+		o.wait(other, "r1")
+		queued(t, b.client, o.key, 1)
+		want := []string{"r1"}
+		for i := 1; i <= rediskit.MaxNamed+2; i++ {
+			name := fmt.Sprintf("a%02d", i)
+			o.wait(a, name)
+			want = append(want, name)
+			require.Eventually(t, func() bool { return rediskit.LocalWaiters(a, o.key) == i },
+				5*time.Second, time.Millisecond)
+			time.Sleep(3 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+		o.wait(other, "r2")
+		want = append(want, "r2")
+		queued(t, b.client, o.key, 2)
+		require.NoError(t, holder.Release(ctx))
+		assert.Equal(t, want, o.done())
+		assertNothingLeft(t, b.client, o.key)
+	})
+}
+
+// slowReleases holds back the reply of every release script, after Redis
+// ran it, for d once on is closed.
+type slowReleases struct {
+	on chan struct{}
+	d  time.Duration
+}
+
+func (h *slowReleases) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowReleases) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if scriptHash(cmd) == rediskit.ReleaseScriptHash {
+			select {
+			case <-h.on:
+				time.Sleep(h.d)
+			default:
+			}
+		}
+		return err
+	}
+}
+func (h *slowReleases) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A waiter in process that a release named, and handed the lock over to in
+// Redis, does not wait for the release's slow reply: after queueBeat it
+// looks for itself, and finds the lock handed over to it.
+func TestQueueLocalWaiterNotHeldUpBySlowRelease(t *testing.T) {
+	addr := requireStandalone(t)
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = client.Close() })
+	h := &slowReleases{on: make(chan struct{}), d: 3 * time.Second}
+	client.AddHook(h)
+	ctx := context.Background()
+	key := fmt.Sprintf("rkholds:slow:%d", time.Now().UnixNano())
+	l := newLocker(t, client, noPolling)
+	holder, err := l.TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	start := time.Now()
+	got := make(chan *rediskit.Lock, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 2*time.Second)
+		assert.NoError(t, err, "handed the lock in Redis, the waiter never took it")
+		got <- lk
+	}()
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+		5*time.Second, time.Millisecond, "the waiter waits in process")
+	close(h.on)
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	require.ErrorIs(t, holder.Release(rctx), context.DeadlineExceeded, "the release's reply was held")
+	cancel()
+	lk := waitFor(t, got, 10*time.Second, "the waiter")
+	assert.Less(t, time.Since(start), 1500*time.Millisecond, "the waiter waited for the release's reply")
+	require.NotNil(t, lk)
+	assert.Greater(t, lk.Fence(), holder.Fence())
+	require.NoError(t, lk.Release(ctx))
+	require.NoError(t, l.Close()) // waits for the held replies
+}

@@ -25,8 +25,10 @@ import (
 // validity, as of its acquisition, ran out), or after queueBeat, or at the
 // end of its wait: so a holder stuck past its TTL, a release whose reply
 // is slow, or a lock another program deleted, costs its local waiters
-// queueBeat at most. Its first attempt carries its age, so that it joins
-// the queue at the place its arrival gives it.
+// queueBeat at most. Its first attempt carries its age, and the ages of the
+// waiters still in process behind the same hold, measured at one instant:
+// the first such attempt to reach Redis queues them all, at the places
+// their arrivals give them and in their order.
 
 // maxNamed bounds the local waiters a release names: if the lock leaves,
 // those behind them join the fleet's queue by their own attempts, at the
@@ -110,19 +112,57 @@ func (n *notifier) localUntil(w *waiter) (until time.Time, local bool) {
 // endLocal makes w, waiting in process, make attempts of its own from now
 // on, even while a release in progress names it: an attempt that finds the
 // lock handed over to w's entry takes it, and a release that finds w's
-// entry queued takes it out as it hands the lock over to w.
+// entry queued takes it out as it hands the lock over to w. Until its
+// first attempt is done (joined), w stays among the hold's waiters, so
+// that the first attempt of any of them queues them all, in their order.
 func (n *notifier) endLocal(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.local {
+		w.local, w.joining = false, true
+	}
+}
+
+// joined notes that w's first attempt after it waited in process is done.
+func (n *notifier) joined(w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.unqueueLocked(w)
 }
 
-// unqueueLocked takes w off the local waiters. The caller holds n.mu.
+// group returns the acquire script's arguments for w's first attempt after
+// it waited in process: the entries and ages in microseconds, measured at
+// one instant, of w and of the waiters still among its hold's (the oldest
+// maxNamed, w included), so that whichever attempt comes first queues them
+// in the order they came.
+func (n *notifier) group(w *waiter) []any {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := time.Now()
+	pair := func(o *waiter) []any {
+		return []any{o.entry, strconv.FormatInt(now.Sub(o.arrived).Microseconds(), 10)}
+	}
+	h, ok := n.holds[w.holdKey]
+	if !ok || !w.joining {
+		return pair(w)
+	}
+	list := h.waiters[:min(len(h.waiters), maxNamed)]
+	if !slices.Contains(list, w) {
+		list = append(slices.Clip(list[:min(len(list), maxNamed-1)]), w)
+	}
+	args := make([]any, 0, 2*len(list))
+	for _, o := range list {
+		args = append(args, pair(o)...)
+	}
+	return args
+}
+
+// unqueueLocked takes w off its hold's waiters. The caller holds n.mu.
 func (n *notifier) unqueueLocked(w *waiter) {
-	if !w.local {
+	if !w.local && !w.joining {
 		return
 	}
-	w.local = false
+	w.local, w.joining = false, false
 	if h, ok := n.holds[w.holdKey]; ok {
 		h.waiters = slices.DeleteFunc(h.waiters, func(o *waiter) bool { return o == w })
 		n.holds[w.holdKey] = h
@@ -150,11 +190,13 @@ func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 }
 
 // released takes note of the end of a release of the lock on key under
-// token that named the local waiters named: when to is not "", the lock
-// was handed over to the entry to of this Locker, holding it from now on
-// until until, and g is delivered to its waiter; otherwise the lock left
-// the Locker, or may have, and its local waiters make attempts of their
-// own.
+// token that named the local waiters named: when to is not "" and its
+// waiter is there, the lock was handed over to the entry to of this
+// Locker, which holds it from now on until g.validUntil, and g is
+// delivered to its waiter; otherwise the lock left the Locker, or may
+// have, and its local waiters make attempts of their own. Only a release
+// of the Locker's hold changes the hold: a late reply to an earlier one
+// does not bring back a lock that has moved on since.
 //
 // It returns the entries of the named waiters that left without the lock
 // before the reply came: the release may have handed the lock over to one
@@ -172,23 +214,26 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 			gone = append(gone, w.entry)
 		}
 	}
-	if to != "" {
-		n.heldLocked(key, entryToken(to), g.validUntil)
-		if w := n.entries[to]; w != nil {
-			n.unqueueLocked(w)
-			handed := g // only here on the heap: g is on every release's path
-			w.handed = &handed
-			w.signal()
+	h, ok := n.holds[key]
+	mine := ok && h.token == token // the Locker's hold is the releaser's
+	if w := n.entries[to]; to != "" && w != nil {
+		if mine || !ok {
+			n.heldLocked(key, entryToken(to), g.validUntil)
 		}
+		n.unqueueLocked(w)
+		handed := g // only here on the heap: g is on every release's path
+		w.handed = &handed
+		w.signal()
 		return gone
 	}
-	h, ok := n.holds[key]
-	if !ok || h.token != token {
+	// The lock left the Locker, may have, or went to a waiter that left:
+	// nobody here holds it.
+	if !mine {
 		return gone
 	}
 	delete(n.holds, key)
 	for _, w := range h.waiters {
-		w.local = false
+		w.local, w.joining = false, false
 		w.signal()
 	}
 	return gone

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,4 +206,111 @@ func TestQueueLocalWaiterNotHeldUpBySlowRelease(t *testing.T) {
 	assert.Greater(t, lk.Fence(), holder.Fence())
 	require.NoError(t, lk.Release(ctx))
 	require.NoError(t, l.Close()) // waits for the held replies
+}
+
+// Goroutines of one Locker that waited in process past queueBeat join the
+// queue in the order they came, however close together they came and
+// however their first attempts race: the first attempt to reach Redis
+// queues them all, at one instant.
+func TestQueueLocalOrderAfterBeat(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		if b.mr != nil {
+			t.Skip("timed arrivals: real servers only")
+		}
+		for run := 0; run < 3; run++ {
+			ctx := wakeCtx(t)
+			a := newLocker(t, b.client, noPolling)
+			o := &orderedWaits{t: t, ctx: ctx, key: b.key(fmt.Sprintf("order-after-beat-%d", run)), hold: time.Millisecond}
+			holder, err := a.TryAcquire(ctx, o.key, time.Minute)
+			require.NoError(t, err)
+			var want []string
+			for i := 1; i <= 8; i++ {
+				name := fmt.Sprintf("a%d", i)
+				o.wait(a, name)
+				want = append(want, name)
+				require.Eventually(t, func() bool { return rediskit.LocalWaiters(a, o.key) == i },
+					5*time.Second, 50*time.Microsecond)
+			}
+			time.Sleep(800 * time.Millisecond) // past queueBeat: they queue
+			require.NoError(t, holder.Release(ctx))
+			assert.Equal(t, want, o.done(), "run %d", run)
+			assertNothingLeft(t, b.client, o.key)
+		}
+	})
+}
+
+// oneSlowRelease holds back the reply of the next release script, once
+// armed, for d after Redis ran it.
+type oneSlowRelease struct {
+	armed atomic.Bool
+	d     time.Duration
+}
+
+func (h *oneSlowRelease) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *oneSlowRelease) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if scriptHash(cmd) == rediskit.ReleaseScriptHash && h.armed.CompareAndSwap(true, false) {
+			time.Sleep(h.d)
+		}
+		return err
+	}
+}
+func (h *oneSlowRelease) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A release's late reply, handing over a lock that has moved on since (its
+// waiter took it by an attempt and released it), does not make the Locker
+// think it still holds it: a later acquisition of the free lock is not
+// kept waiting in process, and no other process takes it past that waiter.
+func TestQueueLateReleaseReplyLeavesNoHold(t *testing.T) {
+	addr := requireStandalone(t)
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = client.Close() })
+	h := &oneSlowRelease{d: 1500 * time.Millisecond}
+	client.AddHook(h)
+	otherClient := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = otherClient.Close() })
+	ctx := context.Background()
+	key := fmt.Sprintf("rkholds:late:%d", time.Now().UnixNano())
+	l := newLocker(t, client, noPolling)
+	other := newLocker(t, otherClient, noPolling)
+	warm, err := l.TryAcquire(ctx, key+":warm", time.Minute) // the scripts loaded
+	require.NoError(t, err)
+	require.NoError(t, warm.Release(ctx))
+	holder, err := l.TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 5*time.Second)
+		if err == nil {
+			err = lk.Release(ctx)
+		}
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+		5*time.Second, time.Millisecond, "the waiter waits in process")
+	h.armed.Store(true)
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	require.ErrorIs(t, holder.Release(rctx), context.DeadlineExceeded, "the release's reply was held")
+	cancel()
+	require.NoError(t, waitFor(t, done, 5*time.Second, "the waiter"))
+	time.Sleep(1700 * time.Millisecond) // the held reply comes
+	require.Zero(t, client.Exists(ctx, key).Val(), "nobody holds the lock")
+
+	got := make(chan *rediskit.Lock, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 5*time.Second)
+		assert.NoError(t, err)
+		got <- lk
+	}()
+	// One attempt, not a wait in process of queueBeat (500 ms) behind a
+	// hold nobody has.
+	lk := waitFor(t, got, 300*time.Millisecond, "the acquisition of the free lock")
+	require.NotNil(t, lk)
+	_, err = other.TryAcquire(ctx, key, time.Minute)
+	assert.ErrorIs(t, err, rediskit.ErrNotObtained)
+	require.NoError(t, lk.Release(ctx))
+	require.NoError(t, l.Close())
 }

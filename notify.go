@@ -156,11 +156,12 @@ type waiter struct {
 	handed *grant
 	// For a waiter in process behind a lock its Locker holds (see
 	// holds.go): the lock's key, when it came, whether it still waits
-	// there, and whether a release ever named it; and whether its wait
-	// ended without the lock.
-	holdKey                 string
-	arrived                 time.Time
-	local, wasNamed, failed bool
+	// there, or has stopped and its first attempt is not done, and whether
+	// a release ever named it; and whether its wait ended without the
+	// lock.
+	holdKey                          string
+	arrived                          time.Time
+	local, joining, wasNamed, failed bool
 }
 
 func newWaiter(sub *subscription, ch *channel) *waiter {
@@ -782,7 +783,7 @@ func (n *notifier) close() {
 	for key, h := range n.holds { // their waiters make attempts
 		delete(n.holds, key)
 		for _, w := range h.waiters {
-			w.local = false
+			w.local, w.joining = false, false
 			w.signal()
 		}
 	}

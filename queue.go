@@ -122,7 +122,6 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 	// Behind a lock this Locker holds, the waiter waits in process, with
 	// no attempt, until the lock is handed over to it or leaves the
 	// Locker (see holds.go).
-	arrived := time.Now()
 	local := n.waitLocal(names.key, w)
 	waitedLocal := local
 	defer func() {
@@ -231,14 +230,20 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		}
 		lk := &Lock{l: l, key: key, ttl: ttl}
 		lk.args.init(names, token, ttl, n, entry)
-		if last == nil && waitedLocal {
+		first := last == nil && waitedLocal
+		if first {
 			// Its first attempt, after it waited in process: it joins the
-			// queue at the place its arrival gives it.
-			lk.args.acquire = append(slices.Clip(lk.args.acquire), strconv.FormatInt(time.Since(arrived).Microseconds(), 10))
+			// queue at the place its arrival gives it, and so do the
+			// waiters still in process behind the same hold, in their
+			// order (see group).
+			lk.args.acquire = append(slices.Clip(lk.args.acquire), n.group(w)...)
 		}
 		last = &lk.args
 		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)
+		if first {
+			n.joined(w)
+		}
 		holderTTL, place := time.Duration(-1), int64(0)
 		if err != nil {
 			unanswered = true

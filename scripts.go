@@ -70,9 +70,10 @@ end
 //
 // now returns the server's time in microseconds, asking once per script;
 // head returns the first entry, after dropping those whose time is up;
-// enqueue adds an entry, arrived age microseconds ago (0 when nil: at the
-// tail), or keeps its place, and moves its time to now + life; dequeue
-// removes one; parse splits one.
+// enqueue adds an entry at the tail, or keeps its place, and moves its
+// time to now + life; enqueueAll does so for the entries in ARGV from
+// index from on, in pairs with how long ago each came, in microseconds,
+// which places a new one; dequeue removes one; parse splits one.
 const queueLua = `
 local us
 local function now()
@@ -100,9 +101,21 @@ local function head(q)
 	redis.call('ZREM', q, unpack(dead))
 	return first(q) or false
 end
-local function enqueue(q, entry, life, age)
-	redis.call('ZADD', q, 'NX', now() - (age or 0), entry)
+local function enqueue(q, entry, life)
+	redis.call('ZADD', q, 'NX', now(), entry)
 	redis.call('ZADD', q, math.floor(now() / 1000) + life, '~' .. entry)
+	redis.call('PEXPIRE', q, 2 * life)
+end
+local function enqueueAll(q, life, from)
+	local arrivals, deadlines = {}, {}
+	for i = from, #ARGV - 1, 2 do
+		arrivals[#arrivals + 1] = now() - tonumber(ARGV[i + 1])
+		arrivals[#arrivals + 1] = ARGV[i]
+		deadlines[#deadlines + 1] = math.floor(now() / 1000) + life
+		deadlines[#deadlines + 1] = '~' .. ARGV[i]
+	end
+	redis.call('ZADD', q, 'NX', unpack(arrivals))
+	redis.call('ZADD', q, unpack(deadlines))
 	redis.call('PEXPIRE', q, 2 * life)
 end
 local function dequeue(q, entry)
@@ -121,8 +134,9 @@ end
 // of. ARGV[1] the token; ARGV[2] the TTL in milliseconds; for an
 // acquisition that waits, ARGV[3] the caller's queue entry and ARGV[4] its
 // life in milliseconds, and, for a waiter's first attempt after it waited
-// in process (see holds.go), ARGV[5] how long ago it came, in
-// microseconds, which places a new entry.
+// in process (see holds.go), from ARGV[5] on, in pairs, its entry and the
+// entries of the waiters still in process behind the same hold, with how
+// long ago each came, in microseconds, which places them (enqueueAll).
 //
 // With a queue, a free lock goes to the queue's head only: a caller that
 // is not the head (a TryAcquire, or a waiter behind it) finds it reserved.
@@ -149,7 +163,14 @@ end
 // the first has succeeded (Redis checks for OOM once per script). So an
 // error reply means the lock was not taken.
 var acquireScript = newFenceScript(fenceLua + queueLua + `
-local q, entry, age = KEYS[3], ARGV[3] or '', tonumber(ARGV[5])
+local q, entry = KEYS[3], ARGV[3] or ''
+local function join()
+	if ARGV[5] then
+		enqueueAll(q, tonumber(ARGV[4]), 5)
+	else
+		enqueue(q, entry, tonumber(ARGV[4]))
+	end
+end
 local hand
 if q and entry ~= '' then
 	local _
@@ -174,7 +195,7 @@ if cur then
 	end
 	-- Dead waiters matter once the lock is free: the head read here may
 	-- be one, which makes this waiter come back later than the head would.
-	enqueue(q, entry, tonumber(ARGV[4]), age)
+	join()
 	local h = first(q)
 	if h ~= entry then
 		return {0, -4, 1, now()}
@@ -189,8 +210,8 @@ if h and h ~= entry then
 	if not hand then
 		return {0, -3, -1}
 	end
-	enqueue(q, entry, tonumber(ARGV[4]), age)
-	if not age or first(q) ~= entry then
+	join()
+	if not ARGV[5] or first(q) ~= entry then
 		return {0, -3, 1, now()}
 	end
 	-- It came before the head, though it had not queued yet (it waited in
@@ -300,17 +321,7 @@ if ARGV[8] and mine then
 		end
 		return {2, fence(KEYS[2], last, now(), ttl), ARGV[8], deleted}
 	end
-	local arrivals, deadlines = {}, {}
-	local life = tonumber(ARGV[7])
-	for i = 8, #ARGV - 1, 2 do
-		arrivals[#arrivals + 1] = now() - tonumber(ARGV[i + 1])
-		arrivals[#arrivals + 1] = ARGV[i]
-		deadlines[#deadlines + 1] = math.floor(now() / 1000) + life
-		deadlines[#deadlines + 1] = '~' .. ARGV[i]
-	end
-	redis.call('ZADD', q, 'NX', unpack(arrivals))
-	redis.call('ZADD', q, unpack(deadlines))
-	redis.call('PEXPIRE', q, 2 * life)
+	enqueueAll(q, tonumber(ARGV[7]), 8)
 end
 if not h then
 	if mine then

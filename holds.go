@@ -32,8 +32,10 @@ import (
 
 // maxNamed bounds the local waiters a release names: if the lock leaves,
 // those behind them join the fleet's queue by their own attempts, at the
-// places their arrivals give them, though the lock may go, that once, to a
-// waiter of another process that came after them.
+// places their arrivals give them, as each estimates it (late by its
+// attempt's trip: arrivals closer together than that may swap), and the
+// lock may go, that once, to a waiter of another process that came after
+// them.
 const maxNamed = 16
 
 // hold is a lock a Locker holds, as its local waiters see it.

@@ -140,23 +140,15 @@ func (n *notifier) joined(w *waiter) {
 func (n *notifier) group(w *waiter) []any {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	now := time.Now()
-	pair := func(o *waiter) []any {
-		return []any{o.entry, strconv.FormatInt(now.Sub(o.arrived).Microseconds(), 10)}
-	}
 	h, ok := n.holds[w.holdKey]
 	if !ok || !w.joining {
-		return pair(w)
+		return agePairs([]*waiter{w})
 	}
 	list := h.waiters[:min(len(h.waiters), maxNamed)]
 	if !slices.Contains(list, w) {
 		list = append(slices.Clip(list[:min(len(list), maxNamed-1)]), w)
 	}
-	args := make([]any, 0, 2*len(list))
-	for _, o := range list {
-		args = append(args, pair(o)...)
-	}
-	return args
+	return agePairs(list)
 }
 
 // unqueueLocked takes w off its hold's waiters. The caller holds n.mu.
@@ -182,13 +174,29 @@ func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 		return nil, nil
 	}
 	named = slices.Clone(h.waiters[:min(len(h.waiters), maxNamed)])
-	args = make([]any, 0, 2*len(named))
+	return agePairs(named), named
+}
+
+// agePairs returns the script arguments for the waiters ws: each one's
+// entry and age in microseconds, measured at one instant. Their entries
+// may be queued from then on. The caller holds n.mu.
+func agePairs(ws []*waiter) []any {
 	now := time.Now()
-	for _, w := range named {
-		w.wasNamed = true
+	args := make([]any, 0, 2*len(ws))
+	for _, w := range ws {
+		w.mayBeQueued = true
 		args = append(args, w.entry, strconv.FormatInt(now.Sub(w.arrived).Microseconds(), 10))
 	}
-	return args, named
+	return args
+}
+
+// kickLocked ends the wait in process of h's waiters, which make attempts
+// of their own. The caller holds n.mu, and has taken h out of n.holds.
+func (n *notifier) kickLocked(h hold) {
+	for _, w := range h.waiters {
+		w.local, w.joining = false, false
+		w.signal()
+	}
 }
 
 // released takes note of the end of a release of the lock on key under
@@ -234,21 +242,19 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 		return gone
 	}
 	delete(n.holds, key)
-	for _, w := range h.waiters {
-		w.local, w.joining = false, false
-		w.signal()
-	}
+	n.kickLocked(h)
 	return gone
 }
 
 // mustLeave reports whether w, which made no attempt, must leave the queue
-// as it gives up: a release named it, and may have put its entry in the
-// queue or handed the lock over to it. Call it after deregister.
+// as it gives up: a release named it, or a fellow waiter's attempt carried
+// its age, and may have put its entry in the queue, or a release handed
+// the lock over to it. Call it after deregister.
 func (n *notifier) mustLeave(w *waiter) bool {
 	if w == nil {
 		return false
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return w.wasNamed || w.handed != nil
+	return w.mayBeQueued || w.handed != nil
 }

@@ -300,3 +300,33 @@ func TestQueueLateReleaseReplyLeavesNoHold(t *testing.T) {
 	require.NoError(t, lk.Release(ctx))
 	require.NoError(t, l.Close())
 }
+
+// A waiter in process that a fellow waiter's first attempt put in the
+// queue (its age carried by that attempt) and that gives up before its own
+// leaves the queue: no entry of it is left for the lock to be handed to.
+func TestQueueLocalWaiterQueuedByFellowLeaves(t *testing.T) {
+	defer rediskit.SetQueueTimes(time.Minute, 200*time.Millisecond)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("queued-by-fellow")
+		a := newLocker(t, b.client, noPolling)
+		holder, err := a.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		first := waitInProcess(t, ctx, a, key, 8*time.Second)
+		time.Sleep(100 * time.Millisecond)
+		wctx, cancel := context.WithCancel(ctx)
+		second := make(chan error, 1)
+		go func() {
+			_, err := a.AcquireWithTimeout(wctx, key, time.Minute, 8*time.Second)
+			second <- err
+		}()
+		// The first's attempt, at 200 ms, queues both; the second's own
+		// would come 100 ms later.
+		queued(t, b.client, key, 2)
+		cancel()
+		require.ErrorIs(t, waitFor(t, second, 5*time.Second, "the second waiter"), context.Canceled)
+		require.NoError(t, holder.Release(ctx))
+		require.NoError(t, waitFor(t, first, 5*time.Second, "the first waiter"))
+		assertNothingLeft(t, b.client, key)
+	})
+}

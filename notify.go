@@ -157,11 +157,11 @@ type waiter struct {
 	// For a waiter in process behind a lock its Locker holds (see
 	// holds.go): the lock's key, when it came, whether it still waits
 	// there, or has stopped and its first attempt is not done, and whether
-	// a release ever named it; and whether its wait ended without the
-	// lock.
-	holdKey                          string
-	arrived                          time.Time
-	local, joining, wasNamed, failed bool
+	// a release or a fellow waiter's attempt may have put its entry in the
+	// queue; and whether its wait ended without the lock.
+	holdKey                             string
+	arrived                             time.Time
+	local, joining, mayBeQueued, failed bool
 }
 
 func newWaiter(sub *subscription, ch *channel) *waiter {
@@ -290,20 +290,21 @@ func newID() string {
 // confirmed.
 func (n *notifier) watch(ctx context.Context, name string) (w *waiter, joined bool) {
 	w = newWaiter(nil, nil)
-	ok, joined := n.attach(ctx, w, name, false)
+	ok, joined := n.attach(ctx, w, name, false, true)
 	if !ok {
 		return nil, false
 	}
 	return w, joined
 }
 
-// attach puts w on the channel name, subscribing it if need be, and
-// returns once the server has confirmed the subscription (see watch). It
+// attach puts w on the channel name, subscribing it if need be, and, if
+// confirm, returns once the server has confirmed the subscription (see
+// watch). It
 // reports false when wake-ups are unavailable. A lingering channel (one of
 // the Locker's own, see channel) is joined only if it was confirmed before
 // w came: a message published to it earlier named one waiter, possibly w,
 // and was lost.
-func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger bool) (ok, joined bool) {
+func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger, confirm bool) (ok, joined bool) {
 	if n.mode == notifyNone {
 		return false, false
 	}
@@ -355,6 +356,9 @@ func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger bo
 	w.sub, w.ch = sub, ch
 	ch.waiters = append(ch.waiters, w)
 	n.mu.Unlock()
+	if !confirm {
+		return true, joined
+	}
 
 	t := time.NewTimer(confirmWait)
 	defer t.Stop()
@@ -782,10 +786,7 @@ func (n *notifier) close() {
 	n.subs = map[string]*subscription{}
 	for key, h := range n.holds { // their waiters make attempts
 		delete(n.holds, key)
-		for _, w := range h.waiters {
-			w.local, w.joining = false, false
-			w.signal()
-		}
+		n.kickLocked(h)
 	}
 	n.mu.Unlock()
 	for _, sub := range subs {

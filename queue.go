@@ -131,9 +131,10 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			return
 		}
 		if last == nil && n.mustLeave(w) {
-			// Named by a release before the waiter made an attempt: the
-			// release may have put its entry in the queue, or handed the
-			// lock over to it; both go as the entry's leaving lets them.
+			// Named by a release, or carried by a fellow waiter's
+			// attempt, before the waiter made one: its entry may be in
+			// the queue, or the lock handed over to it; both go as the
+			// entry's leaving lets them.
 			last = &lockArgs{}
 			last.init(names, entryToken(entry), ttl, n, entry)
 		}
@@ -207,16 +208,15 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			}
 			if local {
 				sleep := min(queueBeat-time.Since(start), left, time.Until(until))
-				began := time.Now()
 				if !subscribed {
 					// Listening already, should the lock leave the
 					// Locker with the waiter queued in Redis in its
-					// place (see releaseScript).
-					wctx, cancel := context.WithTimeout(actx, sleep)
-					subscribed, _ = n.attach(wctx, w, names.companion+":"+n.id, true)
-					cancel()
+					// place (see releaseScript); not waiting for the
+					// server to confirm it, which would hold up a
+					// hand-over in process.
+					subscribed, _ = n.attach(actx, w, names.companion+":"+n.id, true, false)
 				}
-				if _, _, err := pause(ctx, max(sleep-time.Since(began), 0), w, nil); err != nil {
+				if _, _, err := pause(ctx, sleep, w, nil); err != nil {
 					return nil, fmt.Errorf("rediskit: acquire %q: %w", key, err)
 				}
 				retry--
@@ -295,7 +295,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			// comes back after its sleep (queueBeat). Waiting for the
 			// confirmation is bounded by the sleep it replaces.
 			wctx, cancel := context.WithTimeout(actx, sleep)
-			ok, joined := n.attach(wctx, w, names.companion+":"+n.id, true)
+			ok, joined := n.attach(wctx, w, names.companion+":"+n.id, true, true)
 			cancel()
 			subscribed = ok
 			if ok && !joined && place == 0 {

@@ -28,7 +28,11 @@ import (
 // queueBeat at most. Its first attempt carries its age, and the ages of the
 // waiters still in process behind the same hold, measured at one instant:
 // the first such attempt to reach Redis queues them all, at the places
-// their arrivals give them and in their order.
+// their arrivals give them and in their order. It queues the others only
+// while the lock they waited behind still holds the key, so that an
+// attempt reaching Redis late does not queue again a waiter that has had
+// the lock since; and once it is done, the waiters it carried that gave
+// up meanwhile leave the queue again.
 
 // maxNamed bounds the local waiters a release names: if the lock leaves,
 // those behind them join the fleet's queue by their own attempts, at the
@@ -125,30 +129,44 @@ func (n *notifier) endLocal(w *waiter) {
 	}
 }
 
-// joined notes that w's first attempt after it waited in process is done.
-func (n *notifier) joined(w *waiter) {
+// joined notes that w's first attempt after it waited in process is done,
+// that attempt having carried fellows (see group). It returns the entries
+// of the fellows that gave up before it was done: the attempt may have put
+// them in the queue after they left it, and the caller takes them out
+// again. (One that gives up later takes its entry out itself, in a script
+// that runs after the attempt's, unless the attempt had no reply: then
+// its entry may stay in the queue for its life.)
+func (n *notifier) joined(w *waiter, fellows []*waiter) (gone []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.unqueueLocked(w)
+	for _, f := range fellows {
+		if f.failed {
+			gone = append(gone, f.entry)
+		}
+	}
+	return gone
 }
 
 // group returns the acquire script's arguments for w's first attempt after
-// it waited in process: the entries and ages in microseconds, measured at
-// one instant, of w and of the waiters still among its hold's (the oldest
-// maxNamed, w included), so that whichever attempt comes first queues them
-// in the order they came.
-func (n *notifier) group(w *waiter) []any {
+// it waited in process: the token of the lock it waited behind, as far as
+// the Locker knows, then w's entry and its fellows', the oldest waiters
+// still among the same hold's (maxNamed in all), with their ages in
+// microseconds, measured at one instant, so that whichever attempt comes
+// first queues them in the order they came. It returns the fellows too.
+func (n *notifier) group(w *waiter) (args []any, fellows []*waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	list := []*waiter{w}
 	h, ok := n.holds[w.holdKey]
-	if !ok || !w.joining {
-		return agePairs([]*waiter{w})
+	if ok && w.joining {
+		for _, o := range h.waiters {
+			if o != w && len(list) < maxNamed {
+				list = append(list, o)
+			}
+		}
 	}
-	list := h.waiters[:min(len(h.waiters), maxNamed)]
-	if !slices.Contains(list, w) {
-		list = append(slices.Clip(list[:min(len(list), maxNamed-1)]), w)
-	}
-	return agePairs(list)
+	return append([]any{h.token}, agePairs(list)...), list[1:]
 }
 
 // unqueueLocked takes w off its hold's waiters. The caller holds n.mu.

@@ -3,6 +3,7 @@ package rediskit_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -327,6 +328,164 @@ func TestQueueLocalWaiterQueuedByFellowLeaves(t *testing.T) {
 		require.ErrorIs(t, waitFor(t, second, 5*time.Second, "the second waiter"), context.Canceled)
 		require.NoError(t, holder.Release(ctx))
 		require.NoError(t, waitFor(t, first, 5*time.Second, "the first waiter"))
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// heldGroup holds back the first attempts that carry fellow waiters (see
+// holds.go): the first until the second comes, so that each carries the
+// other, and the second until open is closed.
+type heldGroup struct {
+	mu            sync.Mutex
+	n             int
+	first, second string // the callers' entries
+	secondIn      chan struct{}
+	open          chan struct{}
+	secondOut     chan struct{}
+}
+
+func newHeldGroup() *heldGroup {
+	return &heldGroup{secondIn: make(chan struct{}), open: make(chan struct{}), secondOut: make(chan struct{})}
+}
+
+// groupCaller returns the entry of the caller of an attempt that carries
+// fellow waiters, or "".
+func groupCaller(cmd redis.Cmder) string {
+	if !isAttempt(cmd) {
+		return ""
+	}
+	args := cmd.Args()
+	nkeys, _ := args[2].(int)
+	argv := args[3+nkeys:]
+	entries := 0
+	for _, a := range argv[min(4, len(argv)):] {
+		if s, ok := a.(string); ok && strings.Count(s, ":") == 2 {
+			entries++
+		}
+	}
+	if entries < 2 {
+		return ""
+	}
+	caller, _ := argv[2].(string)
+	return caller
+}
+
+func (h *heldGroup) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *heldGroup) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		caller := groupCaller(cmd)
+		if caller == "" {
+			return next(ctx, cmd)
+		}
+		h.mu.Lock()
+		h.n++
+		n := h.n
+		switch n {
+		case 1:
+			h.first = caller
+		case 2:
+			h.second = caller
+			close(h.secondIn)
+		}
+		h.mu.Unlock()
+		switch n {
+		case 1:
+			<-h.secondIn
+		case 2:
+			<-h.open
+			defer close(h.secondOut)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *heldGroup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// lateGroup sets up a fellow's first attempt that reaches Redis late: two
+// goroutines of l wait in process behind holder, the elder first; their
+// first attempts each carry the other, and the younger one's is held
+// back by h until h.open is closed. The elder's timeout is elderWait.
+func lateGroup(t *testing.T, ctx context.Context, l *rediskit.Locker, h *heldGroup, key string, elderWait time.Duration) (elder chan *rediskit.Lock, elderErr, younger chan error) {
+	elder, elderErr, younger = make(chan *rediskit.Lock, 1), make(chan error, 1), make(chan error, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, elderWait)
+		if err != nil {
+			elderErr <- err
+			return
+		}
+		elder <- lk
+	}()
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+		5*time.Second, time.Millisecond, "the elder waits in process")
+	time.Sleep(20 * time.Millisecond)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 5*time.Second)
+		if err == nil {
+			err = lk.Release(ctx)
+		}
+		younger <- err
+	}()
+	waitFor(t, h.secondIn, 5*time.Second, "the younger's first attempt")
+	return elder, elderErr, younger
+}
+
+// A fellow's first attempt that reaches Redis after a waiter it carries
+// took the lock does not queue that waiter again: the holder's release
+// would hand the lock over to its entry, where nobody takes it (it stayed
+// there a minute, the TTL, and the younger waiter gave up).
+func TestQueueLateGroupAttemptQueuesNoHolder(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("late-group-holder")
+		h := newHeldGroup()
+		b.client.AddHook(h)
+		l := newLocker(t, b.client, noPolling)
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		elder, _, younger := lateGroup(t, ctx, l, h, key, 5*time.Second)
+		// The elder's attempt queued both; the release hands the lock
+		// over to the elder, which came first.
+		require.NoError(t, holder.Release(ctx))
+		lk := waitFor(t, elder, 5*time.Second, "the elder")
+		close(h.open)
+		waitFor(t, h.secondOut, 5*time.Second, "the younger's first attempt")
+		token := b.client.Get(ctx, key).Val()
+		for _, e := range b.client.ZRange(ctx, rediskit.QueueKey(key), 0, -1).Val() {
+			assert.False(t, strings.HasSuffix(e, ":"+token), "the holder's entry %s is queued", e)
+		}
+		require.NoError(t, lk.Release(ctx))
+		assert.NoError(t, waitFor(t, younger, 10*time.Second, "the younger"))
+		assertNothingLeft(t, b.client, key)
+	})
+}
+
+// A fellow's first attempt that reaches Redis after a waiter it carries
+// gave up, and left, does not leave that waiter's entry in the queue: the
+// fellow takes it out again once the attempt is done. (Left there, it
+// was first in line for the entry's life, and the release handed it the
+// lock, which nobody took for its TTL.)
+func TestQueueLateGroupAttemptQueuesNoDeparted(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := wakeCtx(t)
+		key := b.key("late-group-departed")
+		h := newHeldGroup()
+		b.client.AddHook(h)
+		l := newLocker(t, b.client, noPolling)
+		holder, err := l.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+		_, elderErr, younger := lateGroup(t, ctx, l, h, key, 300*time.Millisecond)
+		require.ErrorIs(t, waitFor(t, elderErr, 5*time.Second, "the elder"), rediskit.ErrNotObtained)
+		close(h.open)
+		waitFor(t, h.secondOut, 5*time.Second, "the younger's first attempt")
+		q := rediskit.QueueKey(key)
+		assert.Eventually(t, func() bool {
+			return b.client.ZScore(ctx, q, h.first).Err() == redis.Nil
+		}, time.Second, 5*time.Millisecond, "the elder's entry is left in the queue")
+		require.NoError(t, holder.Release(ctx))
+		assert.NoError(t, waitFor(t, younger, 10*time.Second, "the younger"))
 		assertNothingLeft(t, b.client, key)
 	})
 }

@@ -231,18 +231,21 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		lk := &Lock{l: l, key: key, ttl: ttl}
 		lk.args.init(names, token, ttl, n, entry)
 		first := last == nil && waitedLocal
+		var fellows []*waiter
 		if first {
 			// Its first attempt, after it waited in process: it joins the
 			// queue at the place its arrival gives it, and so do the
 			// waiters still in process behind the same hold, in their
 			// order (see group).
-			lk.args.acquire = append(slices.Clip(lk.args.acquire), n.group(w)...)
+			var group []any
+			group, fellows = n.group(w)
+			lk.args.acquire = append(slices.Clip(lk.args.acquire), group...)
 		}
 		last = &lk.args
 		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)
 		if first {
-			n.joined(w)
+			l.store.leaveAgain(&lk.args, n.joined(w, fellows))
 		}
 		holderTTL, place := time.Duration(-1), int64(0)
 		if err != nil {

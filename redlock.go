@@ -122,6 +122,8 @@ func (q *quorum) notifier() *notifier { return q.notify }
 func (q *quorum) queues() bool                     { return false }
 func (q *quorum) leave(context.Context, *lockArgs) {}
 
+func (q *quorum) leaveAgain(*lockArgs, []string) {}
+
 func (q *quorum) majority() int { return len(q.nodes)/2 + 1 }
 
 // tracker is nil: a Redlock's nodes would each have to be watched.

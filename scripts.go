@@ -72,8 +72,9 @@ end
 // head returns the first entry, after dropping those whose time is up;
 // enqueue adds an entry at the tail, or keeps its place, and moves its
 // time to now + life; enqueueAll does so for the entries in ARGV from
-// index from on, in pairs with how long ago each came, in microseconds,
-// which places a new one; dequeue removes one; parse splits one.
+// index from to index to, in pairs with how long ago each came, in
+// microseconds, which places a new one; dequeue removes one; parse splits
+// one.
 const queueLua = `
 local us
 local function now()
@@ -106,9 +107,9 @@ local function enqueue(q, entry, life)
 	redis.call('ZADD', q, math.floor(now() / 1000) + life, '~' .. entry)
 	redis.call('PEXPIRE', q, 2 * life)
 end
-local function enqueueAll(q, life, from)
+local function enqueueAll(q, life, from, to)
 	local arrivals, deadlines = {}, {}
-	for i = from, #ARGV - 1, 2 do
+	for i = from, to - 1, 2 do
 		arrivals[#arrivals + 1] = now() - tonumber(ARGV[i + 1])
 		arrivals[#arrivals + 1] = ARGV[i]
 		deadlines[#deadlines + 1] = math.floor(now() / 1000) + life
@@ -134,9 +135,14 @@ end
 // of. ARGV[1] the token; ARGV[2] the TTL in milliseconds; for an
 // acquisition that waits, ARGV[3] the caller's queue entry and ARGV[4] its
 // life in milliseconds, and, for a waiter's first attempt after it waited
-// in process (see holds.go), from ARGV[5] on, in pairs, its entry and the
-// entries of the waiters still in process behind the same hold, with how
-// long ago each came, in microseconds, which places them (enqueueAll).
+// in process (see holds.go), ARGV[5] the token of the lock it waited
+// behind, as its Locker knew it, or empty, then from ARGV[6] on, in pairs,
+// its entry and the entries of its fellows, the waiters still in process
+// behind the same lock, with how long ago each came, in microseconds,
+// which places them (enqueueAll). The fellows are queued only while the
+// key holds that token: then none of them can have taken the lock since
+// the attempt was made, and been queued again after it, by an attempt that
+// reached Redis late.
 //
 // With a queue, a free lock goes to the queue's head only: a caller that
 // is not the head (a TryAcquire, or a waiter behind it) finds it reserved.
@@ -164,9 +170,13 @@ end
 // error reply means the lock was not taken.
 var acquireScript = newFenceScript(fenceLua + queueLua + `
 local q, entry = KEYS[3], ARGV[3] or ''
-local function join()
+local function join(cur)
 	if ARGV[5] then
-		enqueueAll(q, tonumber(ARGV[4]), 5)
+		local to = 7
+		if cur == ARGV[5] then
+			to = #ARGV
+		end
+		enqueueAll(q, tonumber(ARGV[4]), 6, to)
 	else
 		enqueue(q, entry, tonumber(ARGV[4]))
 	end
@@ -195,7 +205,7 @@ if cur then
 	end
 	-- Dead waiters matter once the lock is free: the head read here may
 	-- be one, which makes this waiter come back later than the head would.
-	join()
+	join(cur)
 	local h = first(q)
 	if h ~= entry then
 		return {0, -4, 1, now()}
@@ -210,7 +220,7 @@ if h and h ~= entry then
 	if not hand then
 		return {0, -3, -1}
 	end
-	join()
+	join(false)
 	if not ARGV[5] or first(q) ~= entry then
 		return {0, -3, 1, now()}
 	end
@@ -321,7 +331,7 @@ if ARGV[8] and mine then
 		end
 		return {2, fence(KEYS[2], last, now(), ttl), ARGV[8], deleted}
 	end
-	enqueueAll(q, tonumber(ARGV[7]), 8)
+	enqueueAll(q, tonumber(ARGV[7]), 8, #ARGV)
 end
 if not h then
 	if mine then

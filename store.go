@@ -30,6 +30,9 @@ type store interface {
 	// leave takes a waiter that gives up out of the queue (see
 	// single.leave).
 	leave(ctx context.Context, a *lockArgs)
+	// leaveAgain takes the entries of waiters of this Locker that left
+	// out of the queue again, in the background (see single.leaveAgain).
+	leaveAgain(a *lockArgs, entries []string)
 	// tracker tells waiters that a key changed, whoever changed it; nil
 	// where it cannot.
 	tracker() *tracker
@@ -323,20 +326,24 @@ func (s *single) runRelease(ctx context.Context, a *lockArgs, args []any, named 
 	if err == nil {
 		deleted, to, g, err = s.releaseReply(reply, sent)
 	}
-	for _, entry := range s.notify.released(a.key, token, named, to, g) {
-		s.calls.background(func() { s.leaveAgain(a, entry) })
-	}
+	s.leaveAgain(a, s.notify.released(a.key, token, named, to, g))
 	return deleted, err
 }
 
-// leaveAgain takes the entry of a waiter of this Locker that left out of
-// the queue again, and releases the lock if it was handed over to it.
-func (s *single) leaveAgain(a *lockArgs, entry string) {
-	args := leaveArgs(a, entry)
-	s.calls.undo(func(ctx context.Context) (int64, error) {
-		_, err := s.releaseWith(ctx, a, args)
-		return 0, err
-	}, false)
+// leaveAgain takes the entries of waiters of this Locker that left out of
+// the queue again, in the background, and releases the lock with each if
+// it was handed over to it: a script that ran after they left (a release
+// naming them, a fellow's attempt carrying them) may have put them back.
+func (s *single) leaveAgain(a *lockArgs, entries []string) {
+	for _, entry := range entries {
+		args := leaveArgs(a, entry)
+		s.calls.background(func() {
+			s.calls.undo(func(ctx context.Context) (int64, error) {
+				_, err := s.releaseWith(ctx, a, args)
+				return 0, err
+			}, false)
+		})
+	}
 }
 
 // releaseReply reads the release script's reply to a request sent at sent:

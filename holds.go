@@ -32,7 +32,10 @@ import (
 // while the lock they waited behind still holds the key, so that an
 // attempt reaching Redis late does not queue again a waiter that has had
 // the lock since; and once it is done, the waiters it carried that gave
-// up meanwhile leave the queue again.
+// up meanwhile leave the queue again. A lock handed over to the entry of a
+// waiter of this Locker that gave up, which a script reaching Redis later
+// still may have queued again, is released as soon as the Locker hears of
+// it: by its own release's reply, or by the message on its channel.
 
 // maxNamed bounds the local waiters a release names: if the lock leaves,
 // those behind them join the fleet's queue by their own attempts, at the
@@ -51,11 +54,15 @@ type hold struct {
 }
 
 // held notes that a Lock of this Locker holds the lock on key under
-// token, surely until until.
-func (n *notifier) held(key, token string, until time.Time) {
+// token, surely until until, taken by the waiter of entry, if not "": it
+// waits in process no more, so no fellow's attempt carries it.
+func (n *notifier) held(key, token string, until time.Time, entry string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.heldLocked(key, token, until)
+	if w := n.entries[entry]; entry != "" && w != nil {
+		n.unqueueLocked(w)
+	}
 }
 
 func (n *notifier) heldLocked(key, token string, until time.Time) {
@@ -134,8 +141,10 @@ func (n *notifier) endLocal(w *waiter) {
 // of the fellows that gave up before it was done: the attempt may have put
 // them in the queue after they left it, and the caller takes them out
 // again. (One that gives up later takes its entry out itself, in a script
-// that runs after the attempt's, unless the attempt had no reply: then
-// its entry may stay in the queue for its life.)
+// that runs after the attempt's, unless the attempt had no reply and
+// reaches Redis later still: then its entry may stay in the queue for its
+// life, and a lock handed over to it goes on as soon as this Locker hears
+// of it: see departLocked.)
 func (n *notifier) joined(w *waiter, fellows []*waiter) (gone []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -242,6 +251,14 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 			gone = append(gone, w.entry)
 		}
 	}
+	if _, ok := n.departed[to]; ok && to != "" {
+		// Handed over to a waiter that gave up, its entry queued again
+		// by a script that reached Redis late.
+		delete(n.departed, to)
+		if !slices.Contains(gone, to) {
+			gone = append(gone, to)
+		}
+	}
 	h, ok := n.holds[key]
 	mine := ok && h.token == token // the Locker's hold is the releaser's
 	if w := n.entries[to]; to != "" && w != nil {
@@ -262,6 +279,35 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 	delete(n.holds, key)
 	n.kickLocked(h)
 	return gone
+}
+
+// departure is a waiter that gave up while a release or a fellow's
+// attempt may have put its entry in the queue: the lock's key, and when.
+type departure struct {
+	key, entry string
+	at         time.Time
+}
+
+// departedFor is how long a departure is remembered: a script carrying
+// its entry that reaches Redis later than that is not expected; if one
+// does, a lock handed over to the entry ends within the claim bound, or
+// its TTL if this Locker's release handed it over.
+const departedFor = time.Minute
+
+// departLocked remembers w, which gave up while its entry may have been
+// queued by others, and forgets the departures older than departedFor.
+// A waiter that gave up never holds a lock under its entry's token, so one
+// handed over to it may be released. The caller holds n.mu.
+func (n *notifier) departLocked(w *waiter) {
+	now := time.Now()
+	if len(n.departed) >= 64 {
+		for e, d := range n.departed {
+			if now.Sub(d.at) >= departedFor {
+				delete(n.departed, e)
+			}
+		}
+	}
+	n.departed[w.entry] = departure{w.holdKey, w.entry, now}
 }
 
 // mustLeave reports whether w, which made no attempt, must leave the queue

@@ -489,3 +489,100 @@ func TestQueueLateGroupAttemptQueuesNoDeparted(t *testing.T) {
 		assertNothingLeft(t, b.client, key)
 	})
 }
+
+// slowGroup holds the first attempt that carries fellow waiters back for
+// d before sending it: the network holds it up past its caller's wait.
+type slowGroup struct {
+	once sync.Once
+	d    time.Duration
+	sent chan struct{} // closed once it has run
+}
+
+func (h *slowGroup) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowGroup) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		first := false
+		if groupCaller(cmd) != "" {
+			h.once.Do(func() { first = true })
+		}
+		if !first {
+			return next(ctx, cmd)
+		}
+		time.Sleep(h.d)
+		defer close(h.sent)
+		return next(ctx, cmd)
+	}
+}
+func (h *slowGroup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A fellow's first attempt that had no reply before its caller gave up,
+// and reached Redis after a waiter it carried gave up too, queues that
+// waiter's entry again. The lock handed over to it then goes on at once,
+// whether a release of the same Locker handed it over (it was set for the
+// entry's TTL, a minute) or one of another process did (set for the claim
+// bound, here 10 s, and told on the Locker's channel).
+func TestQueueLockHandedToDepartedGoesOn(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 30*time.Second)()
+	for _, remote := range []bool{false, true} {
+		name := "same-locker"
+		if remote {
+			name = "another-process"
+		}
+		t.Run(name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, b *backend) {
+				ctx := wakeCtx(t)
+				key := b.key("departed-" + name)
+				h := &slowGroup{d: 1200 * time.Millisecond, sent: make(chan struct{})}
+				b.client.AddHook(h)
+				l := newLocker(t, b.client, noPolling)
+				holder, err := l.TryAcquire(ctx, key, time.Minute)
+				require.NoError(t, err)
+				// A waiter of another process, queued first, which the
+				// holder's release hands the lock to.
+				var before chan *rediskit.Lock
+				if remote {
+					before = make(chan *rediskit.Lock, 1)
+					m := newLocker(t, b.another(t), noPolling)
+					go func() {
+						lk, err := m.AcquireWithTimeout(ctx, key, time.Minute, 10*time.Second)
+						assert.NoError(t, err)
+						before <- lk
+					}()
+					require.Eventually(t, func() bool {
+						return b.client.ZCard(ctx, rediskit.QueueKey(key)).Val() > 0
+					}, 5*time.Second, time.Millisecond, "the other process's waiter queues")
+				}
+				elder := make(chan error, 1)
+				go func() {
+					_, err := l.AcquireWithTimeout(ctx, key, time.Minute, time.Second)
+					elder <- err
+				}()
+				require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+					5*time.Second, time.Millisecond, "the elder waits in process")
+				time.Sleep(20 * time.Millisecond)
+				younger := make(chan error, 1)
+				go func() {
+					_, err := l.AcquireWithTimeout(ctx, key, time.Minute, 300*time.Millisecond)
+					younger <- err
+				}()
+				require.ErrorIs(t, waitFor(t, younger, 5*time.Second, "the younger"), rediskit.ErrNotObtained)
+				require.ErrorIs(t, waitFor(t, elder, 5*time.Second, "the elder"), rediskit.ErrNotObtained)
+				waitFor(t, h.sent, 5*time.Second, "the younger's late first attempt")
+				require.NoError(t, holder.Release(ctx))
+				if remote {
+					lk := waitFor(t, before, 5*time.Second, "the other process's waiter")
+					require.NotNil(t, lk)
+					require.NoError(t, lk.Release(ctx))
+				}
+				third := newLocker(t, b.another(t), noPolling)
+				lk, err := third.AcquireWithTimeout(ctx, key, time.Minute, 3*time.Second)
+				if assert.NoError(t, err, "the lock stays with the departed waiter's entry") {
+					require.NoError(t, lk.Release(ctx))
+				}
+				assertNothingLeft(t, b.client, key)
+			})
+		})
+	}
+}

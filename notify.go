@@ -97,8 +97,14 @@ type notifier struct {
 	// process, by lock key (see holds.go).
 	holds   map[string]hold
 	sweepAt int // the size of holds at which held sweeps it
-	closed  bool
-	running sync.WaitGroup // the subscriptions' goroutines
+	// departed are the waiters that gave up while a release or a fellow's
+	// attempt may have put their entries in the queue, by entry (see
+	// holds.go); ghost takes such an entry out of the queue again, and
+	// releases a lock handed over to it.
+	departed map[string]departure
+	ghost    func(key, entry string)
+	closed   bool
+	running  sync.WaitGroup // the subscriptions' goroutines
 }
 
 // subscription is one pub/sub connection, the goroutine reading it, and
@@ -174,7 +180,7 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
-		releases: map[string]int{}, holds: map[string]hold{}, sweepAt: 64}
+		releases: map[string]int{}, holds: map[string]hold{}, sweepAt: 64, departed: map[string]departure{}}
 }
 
 // releasing notes that a release of the lock on key starts (+1) or ended
@@ -222,6 +228,9 @@ func (n *notifier) deregister(w *waiter, failed bool) {
 		delete(n.entries, w.entry)
 	}
 	w.failed = failed
+	if failed && w.mayBeQueued {
+		n.departLocked(w)
+	}
 	n.unqueueLocked(w)
 	n.mu.Unlock()
 	n.detach(w)
@@ -625,9 +634,10 @@ func (n *notifier) receive(sub *subscription) {
 			sub.reaped = time.Now()
 			sub.reap(n.linger)
 		}
+		var ghost departure
 		switch {
 		case err == nil:
-			n.handle(sub, msg)
+			ghost = n.handle(sub, msg)
 		case len(sub.channels) == 0 && time.Since(sub.idleSince) >= n.linger:
 			delete(n.subs, sub.node)
 			n.mu.Unlock()
@@ -666,6 +676,9 @@ func (n *notifier) receive(sub *subscription) {
 			sub.wakeAll(false)
 		}
 		n.mu.Unlock()
+		if ghost.entry != "" {
+			n.ghost(ghost.key, ghost.entry)
+		}
 		if err != nil && !broken {
 			continue
 		}
@@ -727,7 +740,7 @@ func (ch *channel) confirm() {
 }
 
 // handle acts on one message of the subscription. The caller holds n.mu.
-func (n *notifier) handle(sub *subscription, msg any) {
+func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 	switch m := msg.(type) {
 	case *redis.Subscription:
 		ch := sub.channels[m.Channel]
@@ -752,6 +765,13 @@ func (n *notifier) handle(sub *subscription, msg any) {
 			entry, rest, handed := strings.Cut(m.Payload, " ")
 			w := n.entries[entry]
 			if w == nil {
+				if d, ok := n.departed[entry]; ok && handed && n.ghost != nil {
+					// Handed over to a waiter that gave up, its entry
+					// queued again by a script that reached Redis late:
+					// the caller takes it out, once n.mu is released.
+					delete(n.departed, entry)
+					ghost = d
+				}
 				break
 			}
 			if handed {
@@ -767,6 +787,7 @@ func (n *notifier) handle(sub *subscription, msg any) {
 			wakeOne(ch)
 		}
 	}
+	return ghost
 }
 
 // moved reports whether w's channel left its subscription because its slot

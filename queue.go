@@ -342,7 +342,7 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 func (l *Locker) acquired(key string, names *lockNames, token string, ttl, setFor time.Duration, g grant, start time.Time) *Lock {
 	lk := &Lock{l: l, key: key, ttl: ttl, fence: g.fence, validUntil: g.validUntil, setFor: setFor}
 	lk.args.init(names, token, ttl, l.store.notifier(), "")
-	l.store.notifier().held(names.key, token, g.validUntil)
+	l.store.notifier().held(names.key, token, g.validUntil, "")
 	l.cfg.emit(&l.stats, Event{Kind: EventAcquired, Key: key, Wait: time.Since(start)})
 	return lk
 }

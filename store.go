@@ -137,7 +137,14 @@ type single struct {
 }
 
 func newSingle(client redis.UniversalClient) *single {
-	return &single{client: client, notify: newNotifier(client), track: newTracker(client), calls: newCalls(client)}
+	s := &single{client: client, notify: newNotifier(client), track: newTracker(client), calls: newCalls(client)}
+	s.notify.ghost = func(key, entry string) {
+		names := newLockNames(key, true)
+		a := &lockArgs{}
+		a.init(&names, "", 0, s.notify, entry)
+		s.leaveAgain(a, []string{entry})
+	}
+	return s
 }
 
 func (s *single) notifier() *notifier { return s.notify }
@@ -201,7 +208,7 @@ func (s *single) obtain(ctx context.Context, a *lockArgs, ttl time.Duration) (gr
 	if g.handed {
 		token = entryToken(a.entry)
 	}
-	s.notify.held(a.key, token, g.validUntil)
+	s.notify.held(a.key, token, g.validUntil, a.entry)
 	return g, nil
 }
 

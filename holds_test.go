@@ -402,32 +402,51 @@ func (h *heldGroup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return next
 }
 
-// lateGroup sets up a fellow's first attempt that reaches Redis late: two
+// lateGroup is a fellow's first attempt that reaches Redis late: two
 // goroutines of l wait in process behind holder, the elder first; their
-// first attempts each carry the other, and the younger one's is held
-// back by h until h.open is closed. The elder's timeout is elderWait.
-func lateGroup(t *testing.T, ctx context.Context, l *rediskit.Locker, h *heldGroup, key string, elderWait time.Duration) (elder chan *rediskit.Lock, elderErr, younger chan error) {
-	elder, elderErr, younger = make(chan *rediskit.Lock, 1), make(chan error, 1), make(chan error, 1)
+// first attempts each carry the other, and the younger one's is held back
+// by h until h.open is closed.
+type lateGroup struct {
+	ctx      context.Context
+	key      string
+	h        *heldGroup
+	l        *rediskit.Locker
+	holder   *rediskit.Lock
+	elder    chan *rediskit.Lock // the elder's lock, or
+	elderErr chan error          // its error
+	younger  chan error          // the younger's error, once it released the lock
+}
+
+// startLateGroup starts a lateGroup on b, the elder waiting elderWait at
+// most, and returns once the younger's first attempt is held back.
+func startLateGroup(t *testing.T, b *backend, name string, elderWait time.Duration) *lateGroup {
+	g := &lateGroup{ctx: wakeCtx(t), key: b.key(name), h: newHeldGroup(),
+		elder: make(chan *rediskit.Lock, 1), elderErr: make(chan error, 1), younger: make(chan error, 1)}
+	b.client.AddHook(g.h)
+	g.l = newLocker(t, b.client, noPolling)
+	var err error
+	g.holder, err = g.l.TryAcquire(g.ctx, g.key, time.Minute)
+	require.NoError(t, err)
 	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, elderWait)
+		lk, err := g.l.AcquireWithTimeout(g.ctx, g.key, time.Minute, elderWait)
 		if err != nil {
-			elderErr <- err
+			g.elderErr <- err
 			return
 		}
-		elder <- lk
+		g.elder <- lk
 	}()
-	require.Eventually(t, func() bool { return rediskit.LocalWaiters(l, key) == 1 },
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(g.l, g.key) == 1 },
 		5*time.Second, time.Millisecond, "the elder waits in process")
 	time.Sleep(20 * time.Millisecond)
 	go func() {
-		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 5*time.Second)
+		lk, err := g.l.AcquireWithTimeout(g.ctx, g.key, time.Minute, 5*time.Second)
 		if err == nil {
-			err = lk.Release(ctx)
+			err = lk.Release(g.ctx)
 		}
-		younger <- err
+		g.younger <- err
 	}()
-	waitFor(t, h.secondIn, 5*time.Second, "the younger's first attempt")
-	return elder, elderErr, younger
+	waitFor(t, g.h.secondIn, 5*time.Second, "the younger's first attempt")
+	return g
 }
 
 // A fellow's first attempt that reaches Redis after a waiter it carries
@@ -437,27 +456,20 @@ func lateGroup(t *testing.T, ctx context.Context, l *rediskit.Locker, h *heldGro
 func TestQueueLateGroupAttemptQueuesNoHolder(t *testing.T) {
 	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		ctx := wakeCtx(t)
-		key := b.key("late-group-holder")
-		h := newHeldGroup()
-		b.client.AddHook(h)
-		l := newLocker(t, b.client, noPolling)
-		holder, err := l.TryAcquire(ctx, key, time.Minute)
-		require.NoError(t, err)
-		elder, _, younger := lateGroup(t, ctx, l, h, key, 5*time.Second)
+		g := startLateGroup(t, b, "late-group-holder", 5*time.Second)
 		// The elder's attempt queued both; the release hands the lock
 		// over to the elder, which came first.
-		require.NoError(t, holder.Release(ctx))
-		lk := waitFor(t, elder, 5*time.Second, "the elder")
-		close(h.open)
-		waitFor(t, h.secondOut, 5*time.Second, "the younger's first attempt")
-		token := b.client.Get(ctx, key).Val()
-		for _, e := range b.client.ZRange(ctx, rediskit.QueueKey(key), 0, -1).Val() {
+		require.NoError(t, g.holder.Release(g.ctx))
+		lk := waitFor(t, g.elder, 5*time.Second, "the elder")
+		close(g.h.open)
+		waitFor(t, g.h.secondOut, 5*time.Second, "the younger's first attempt")
+		token := b.client.Get(g.ctx, g.key).Val()
+		for _, e := range b.client.ZRange(g.ctx, rediskit.QueueKey(g.key), 0, -1).Val() {
 			assert.False(t, strings.HasSuffix(e, ":"+token), "the holder's entry %s is queued", e)
 		}
-		require.NoError(t, lk.Release(ctx))
-		assert.NoError(t, waitFor(t, younger, 10*time.Second, "the younger"))
-		assertNothingLeft(t, b.client, key)
+		require.NoError(t, lk.Release(g.ctx))
+		assert.NoError(t, waitFor(t, g.younger, 10*time.Second, "the younger"))
+		assertNothingLeft(t, b.client, g.key)
 	})
 }
 
@@ -469,24 +481,17 @@ func TestQueueLateGroupAttemptQueuesNoHolder(t *testing.T) {
 func TestQueueLateGroupAttemptQueuesNoDeparted(t *testing.T) {
 	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		ctx := wakeCtx(t)
-		key := b.key("late-group-departed")
-		h := newHeldGroup()
-		b.client.AddHook(h)
-		l := newLocker(t, b.client, noPolling)
-		holder, err := l.TryAcquire(ctx, key, time.Minute)
-		require.NoError(t, err)
-		_, elderErr, younger := lateGroup(t, ctx, l, h, key, 300*time.Millisecond)
-		require.ErrorIs(t, waitFor(t, elderErr, 5*time.Second, "the elder"), rediskit.ErrNotObtained)
-		close(h.open)
-		waitFor(t, h.secondOut, 5*time.Second, "the younger's first attempt")
-		q := rediskit.QueueKey(key)
+		g := startLateGroup(t, b, "late-group-departed", 300*time.Millisecond)
+		require.ErrorIs(t, waitFor(t, g.elderErr, 5*time.Second, "the elder"), rediskit.ErrNotObtained)
+		close(g.h.open)
+		waitFor(t, g.h.secondOut, 5*time.Second, "the younger's first attempt")
+		q := rediskit.QueueKey(g.key)
 		assert.Eventually(t, func() bool {
-			return b.client.ZScore(ctx, q, h.first).Err() == redis.Nil
+			return b.client.ZScore(g.ctx, q, g.h.first).Err() == redis.Nil
 		}, time.Second, 5*time.Millisecond, "the elder's entry is left in the queue")
-		require.NoError(t, holder.Release(ctx))
-		assert.NoError(t, waitFor(t, younger, 10*time.Second, "the younger"))
-		assertNothingLeft(t, b.client, key)
+		require.NoError(t, g.holder.Release(g.ctx))
+		assert.NoError(t, waitFor(t, g.younger, 10*time.Second, "the younger"))
+		assertNothingLeft(t, b.client, g.key)
 	})
 }
 

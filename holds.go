@@ -175,7 +175,7 @@ func (n *notifier) group(w *waiter) (args []any, fellows []*waiter) {
 			}
 		}
 	}
-	return append([]any{h.token}, agePairs(list)...), list[1:]
+	return append([]any{h.token}, agePairs(list, w)...), list[1:]
 }
 
 // unqueueLocked takes w off its hold's waiters. The caller holds n.mu.
@@ -201,17 +201,19 @@ func (n *notifier) named(key, token string) (args []any, named []*waiter) {
 		return nil, nil
 	}
 	named = slices.Clone(h.waiters[:min(len(h.waiters), maxNamed)])
-	return agePairs(named), named
+	return agePairs(named, nil), named
 }
 
 // agePairs returns the script arguments for the waiters ws: each one's
 // entry and age in microseconds, measured at one instant. Their entries
-// may be queued from then on. The caller holds n.mu.
-func agePairs(ws []*waiter) []any {
+// may be queued by others from then on, but caller's, if it is one of
+// them: it makes the attempt, and leaves as it gives up. The caller holds
+// n.mu.
+func agePairs(ws []*waiter, caller *waiter) []any {
 	now := time.Now()
 	args := make([]any, 0, 2*len(ws))
 	for _, w := range ws {
-		w.mayBeQueued = true
+		w.mayBeQueued = w.mayBeQueued || w != caller
 		args = append(args, w.entry, strconv.FormatInt(now.Sub(w.arrived).Microseconds(), 10))
 	}
 	return args
@@ -295,17 +297,20 @@ type departure struct {
 const departedFor = time.Minute
 
 // departLocked remembers w, which gave up while its entry may have been
-// queued by others, and forgets the departures older than departedFor.
-// A waiter that gave up never holds a lock under its entry's token, so one
-// handed over to it may be released. The caller holds n.mu.
+// queued by others, and forgets the departures older than departedFor,
+// sweeping them as the departures double (so that many waiters giving up
+// cost each a constant time). A waiter that gave up never holds a lock
+// under its entry's token, so one handed over to it may be released. The
+// caller holds n.mu.
 func (n *notifier) departLocked(w *waiter) {
 	now := time.Now()
-	if len(n.departed) >= 64 {
+	if len(n.departed) >= n.departSweepAt {
 		for e, d := range n.departed {
 			if now.Sub(d.at) >= departedFor {
 				delete(n.departed, e)
 			}
 		}
+		n.departSweepAt = max(64, 2*len(n.departed))
 	}
 	n.departed[w.entry] = departure{w.holdKey, w.entry, now}
 }

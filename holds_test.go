@@ -527,14 +527,18 @@ func (h *slowGroup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // waiter's entry again. The lock handed over to it then goes on at once,
 // whether a release of the same Locker handed it over (it was set for the
 // entry's TTL, a minute) or one of another process did (set for the claim
-// bound, here 10 s, and told on the Locker's channel).
+// bound, here 10 s, and told on the Locker's channel); and so does a lock
+// kept for the entry as the head of the queue (the release of another
+// process, which came when the entry was too old to be handed the lock,
+// woke it, and the lock stayed free for no one but it, for its life).
 func TestQueueLockHandedToDepartedGoesOn(t *testing.T) {
 	defer rediskit.SetQueueTimes(10*time.Second, 30*time.Second)()
-	for _, remote := range []bool{false, true} {
-		name := "same-locker"
-		if remote {
-			name = "another-process"
-		}
+	for _, c := range []struct {
+		name   string
+		remote bool
+		hold   time.Duration // the other process's
+	}{{"same-locker", false, 0}, {"another-process", true, 0}, {"another-process-woken", true, 500 * time.Millisecond}} {
+		name, remote := c.name, c.remote
 		t.Run(name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, b *backend) {
 				ctx := wakeCtx(t)
@@ -579,6 +583,7 @@ func TestQueueLockHandedToDepartedGoesOn(t *testing.T) {
 				if remote {
 					lk := waitFor(t, before, 5*time.Second, "the other process's waiter")
 					require.NotNil(t, lk)
+					time.Sleep(c.hold)
 					require.NoError(t, lk.Release(ctx))
 				}
 				third := newLocker(t, b.another(t), noPolling)

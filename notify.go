@@ -101,10 +101,11 @@ type notifier struct {
 	// attempt may have put their entries in the queue, by entry (see
 	// holds.go); ghost takes such an entry out of the queue again, and
 	// releases a lock handed over to it.
-	departed map[string]departure
-	ghost    func(key, entry string)
-	closed   bool
-	running  sync.WaitGroup // the subscriptions' goroutines
+	departed      map[string]departure
+	departSweepAt int // the size of departed at which departLocked sweeps it
+	ghost         func(key, entry string)
+	closed        bool
+	running       sync.WaitGroup // the subscriptions' goroutines
 }
 
 // subscription is one pub/sub connection, the goroutine reading it, and
@@ -180,7 +181,7 @@ func newNotifier(client redis.UniversalClient) *notifier {
 	return &notifier{client: client, mode: mode, publish: mode.publishCommand(),
 		id: id, idArg: id, lifeArg: queueLife.Milliseconds(), freshArg: (queueLife - handOverFresh).Milliseconds(),
 		linger: notifyLinger, tick: notifyTick, subs: map[string]*subscription{}, entries: map[string]*waiter{},
-		releases: map[string]int{}, holds: map[string]hold{}, sweepAt: 64, departed: map[string]departure{}}
+		releases: map[string]int{}, holds: map[string]hold{}, sweepAt: 64, departed: map[string]departure{}, departSweepAt: 64}
 }
 
 // releasing notes that a release of the lock on key starts (+1) or ended
@@ -765,10 +766,12 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 			entry, rest, handed := strings.Cut(m.Payload, " ")
 			w := n.entries[entry]
 			if w == nil {
-				if d, ok := n.departed[entry]; ok && handed && n.ghost != nil {
-					// Handed over to a waiter that gave up, its entry
-					// queued again by a script that reached Redis late:
-					// the caller takes it out, once n.mu is released.
+				if d, ok := n.departed[entry]; ok && n.ghost != nil {
+					// Handed over to a waiter that gave up, or woken as
+					// the head, its entry queued again by a script that
+					// reached Redis late: the caller takes it out (and
+					// the lock with it, if it was handed over), once n.mu
+					// is released.
 					delete(n.departed, entry)
 					ghost = d
 				}

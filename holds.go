@@ -284,7 +284,8 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 }
 
 // departure is a waiter that gave up while a release or a fellow's
-// attempt may have put its entry in the queue: the lock's key, and when.
+// attempt may have put its entry in the queue: the lock's key, the entry,
+// and when it gave up.
 type departure struct {
 	key, entry string
 	at         time.Time

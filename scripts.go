@@ -140,9 +140,9 @@ end
 // its entry and the entries of its fellows, the waiters still in process
 // behind the same lock, with how long ago each came, in microseconds,
 // which places them (enqueueAll). The fellows are queued only while the
-// key holds that token: then none of them can have taken the lock since
-// the attempt was made, and been queued again after it, by an attempt that
-// reached Redis late.
+// key holds that token: then none of them has had the lock since the
+// attempt was made (a waiter that takes it is a fellow no more), so an
+// attempt that reaches Redis late does not queue a waiter that had it.
 //
 // With a queue, a free lock goes to the queue's head only: a caller that
 // is not the head (a TryAcquire, or a waiter behind it) finds it reserved.

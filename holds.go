@@ -60,7 +60,10 @@ func (n *notifier) held(key, token string, until time.Time, entry string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.heldLocked(key, token, until)
-	if w := n.entries[entry]; entry != "" && w != nil {
+	if entry == "" {
+		return
+	}
+	if w := n.entries[entry]; w != nil {
 		n.unqueueLocked(w)
 	}
 }
@@ -253,7 +256,7 @@ func (n *notifier) released(key, token string, named []*waiter, to string, g gra
 			gone = append(gone, w.entry)
 		}
 	}
-	if _, ok := n.departed[to]; ok && to != "" {
+	if _, ok := n.departed[to]; to != "" && ok {
 		// Handed over to a waiter that gave up, its entry queued again
 		// by a script that reached Redis late.
 		delete(n.departed, to)

@@ -262,15 +262,9 @@ func (s *single) leave(ctx context.Context, a *lockArgs) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastAttemptGrace)
 	_, err := s.releaseWith(lctx, a, args)
 	cancel()
-	if err == nil {
-		return
+	if err != nil {
+		s.leaveAgain(a, []string{a.entry})
 	}
-	s.calls.background(func() {
-		s.calls.undo(func(ctx context.Context) (int64, error) {
-			_, err := s.releaseWith(ctx, a, args)
-			return 0, err
-		}, false)
-	})
 }
 
 // leaveArgs returns the release script's arguments, for the lock a, that

@@ -481,6 +481,48 @@ func TestFaultBlackholedHolder(t *testing.T) {
 	})
 }
 
+// TestFaultWithLockReleaseBlackholed: Redis stops answering as fn returns,
+// so WithLock's release gets no reply. WithLock must still return, within
+// the bound its doc gives (the lock's TTL; on a client that does not
+// honour contexts, plus its ReadTimeout, since the release runs on
+// WithLock's goroutine), with an error saying the release got no reply; the
+// lock must then expire by itself, for others to take.
+func TestFaultWithLockReleaseBlackholed(t *testing.T) {
+	forEachFaultVariant(t, true, func(t *testing.T, v *faultVariant) {
+		const ttl = time.Second
+		const readTimeout = 3 * time.Second // go-redis's default
+		rig := v.proxied(t)
+		direct := v.direct(t)
+		key := v.key("release-blackholed")
+		var returned time.Time
+		err := newLocker(t, rig.client).WithLock(context.Background(), key, func(context.Context) error {
+			rig.Blackhole()
+			returned = time.Now()
+			return nil
+		}, rediskit.WithLockTTL(ttl))
+		took := time.Since(returned)
+
+		require.Error(t, err, "WithLock's release got no reply, and said nothing")
+		assert.Contains(t, err.Error(), "no reply within", "WithLock's error")
+		assert.NotErrorIs(t, err, rediskit.ErrLockNotHeld, "the lock was not lost while fn ran")
+		bound := ttl
+		if !v.kind.cte {
+			bound += readTimeout
+		}
+		assert.Less(t, took, bound+deadlineSlack, "WithLock returned %v after fn", took)
+
+		rig.Heal()
+		other := newLocker(t, direct)
+		assert.Eventually(t, func() bool {
+			lk, err := other.TryAcquire(context.Background(), key, ttl)
+			if err != nil {
+				return false
+			}
+			return lk.Release(context.Background()) == nil
+		}, ttl+time.Second, 20*time.Millisecond, "the lock did not expire by itself")
+	})
+}
+
 // TestFaultLatency: a WithLock holder behind 400 ms of latency each way
 // (a round trip of 800 ms), TTL 1 s, with a healthy Locker trying the key
 // while fn runs. Losing the lock is allowed; holding it together is not.

@@ -66,30 +66,12 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 // returns, at the deadline at the latest. A client that stops at the
 // deadline drops the reply, so what a call left behind is undone blind
 // (see undo).
-//
-// A ctx marked by mayOverrun runs inline too when it has a deadline.
 func (cs *calls) inline(ctx context.Context) bool {
 	if ctx.Done() == nil {
 		return true
 	}
 	_, ok := ctx.Deadline()
-	return ok && (cs.honours || ctx.Value(overrunKey{}) != nil)
-}
-
-// overrunKey marks a context made by mayOverrun.
-type overrunKey struct{}
-
-// mayOverrun returns ctx marked for calls on the caller's goroutine even
-// on a client that ignores ctx's deadline during socket I/O: the caller
-// accepts that such a call ends up to the client's ReadTimeout (and
-// WriteTimeout) after the deadline, to save the switch to a goroutine it
-// could abandon, which on a busy machine costs tens of microseconds
-// before the call's reply is acted on. go-redis honours the deadline
-// still while it waits for a pooled connection, dials, and between
-// retries. Only for calls whose deadline is the package's own bound, not
-// a caller's.
-func mayOverrun(ctx context.Context) context.Context {
-	return context.WithValue(ctx, overrunKey{}, true)
+	return ok && cs.honours
 }
 
 // run calls op and returns its result, or ctx's error as soon as ctx ends,

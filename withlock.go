@@ -59,11 +59,7 @@ func (o lockWaitOption) String() string { return fmt.Sprintf("WithLockWait(%v)",
 // its TTL while fn runs (see [WithLockTTL]), and releases it when fn returns
 // or panics; in the latter case the panic continues after the release. The
 // release uses a context that survives the cancellation of ctx, bounded by
-// the lock's TTL. It runs on WithLock's goroutine, so that a waiter it
-// hands the lock to has it with no switch between goroutines first; on a
-// client that does not honour contexts (go-redis's default,
-// ContextTimeoutEnabled false), a release that gets no reply may then
-// return up to the client's ReadTimeout after that bound.
+// the lock's TTL.
 //
 // A lock handed over by another process's release (see
 // [Locker.AcquireWithTimeout]) is set for 2 s at most. When the
@@ -111,7 +107,7 @@ func (l *Locker) WithLock(ctx context.Context, key string, fn func(ctx context.C
 		lost := w.stop()
 		cancel(nil)
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), lc.ttl)
-		rerr := lk.Release(mayOverrun(rctx))
+		rerr := lk.Release(rctx)
 		rcancel()
 		switch {
 		case lost != nil && errors.Is(rerr, ErrLockNotHeld):

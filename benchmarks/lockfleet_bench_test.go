@@ -23,7 +23,7 @@ const lockFleetProcs = 8
 // BenchmarkLockFleet drives; the helper test skips without it.
 const envLockFleetHelper = "REDISKIT_LOCK_FLEET_HELPER"
 
-var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff}
+var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff, libFloor}
 
 // BenchmarkLockFleet has 8 OS processes (this test binary run again as
 // TestLockFleetHelper), one goroutine each, take one key in a loop: ask

@@ -23,7 +23,13 @@ const lockFleetProcs = 8
 // BenchmarkLockFleet drives; the helper test skips without it.
 const envLockFleetHelper = "REDISKIT_LOCK_FLEET_HELPER"
 
-var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff, libFloor}
+var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff, libFloor,
+	{libRediskit.name + cteSuffix, libRediskit.make}, {libRediskitWithLock.name + cteSuffix, libRediskitWithLock.make}}
+
+// cteSuffix marks a LockFleet row whose processes' clients honour contexts
+// (ContextTimeoutEnabled): rediskit then makes every Redis call on the
+// caller's goroutine, none on one it could abandon.
+const cteSuffix = "/cte"
 
 // BenchmarkLockFleet has 8 OS processes (this test binary run again as
 // TestLockFleetHelper), one goroutine each, take one key in a loop: ask
@@ -169,7 +175,7 @@ func TestLockFleetHelper(t *testing.T) {
 
 func lockFleetHelper(name, addr string, stdin io.Reader, stdout io.Writer) error {
 	ctx := context.Background()
-	c := &counted{Client: redis.NewClient(&redis.Options{Addr: addr})}
+	c := &counted{Client: redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: strings.HasSuffix(name, cteSuffix)})}
 	c.AddHook(c)
 	defer c.Close()
 	var lib *lockLib

@@ -23,9 +23,10 @@ import (
 // caller's), which is why it is a floor and not a lock; its TTL is the
 // caller's, set by the release, with no claim bound to confirm.
 type floorLocker struct {
-	c  *redis.Client
-	id string
-	ps *redis.PubSub
+	c   *redis.Client
+	id  string
+	ps  *redis.PubSub
+	err error // the subscription's, returned by every acquire
 }
 
 var libFloor = lockLib{"floor-fifo", newFloorLocker}
@@ -34,10 +35,11 @@ func newFloorLocker(clients []*redis.Client) locker {
 	c := clients[0]
 	id := uniqueKey("floor")
 	ps := c.Subscribe(context.Background(), floorChannel(id))
+	f := &floorLocker{c: c, id: id, ps: ps}
 	if _, err := ps.Receive(context.Background()); err != nil {
-		panic(fmt.Sprintf("floor locker: subscribe: %v", err))
+		f.err = fmt.Errorf("floor locker: subscribe: %w", err)
 	}
-	return &floorLocker{c: c, id: id, ps: ps}
+	return f
 }
 
 func floorChannel(id string) string { return "floor:" + id }
@@ -56,10 +58,10 @@ var floorRelease = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
-local next = redis.call('LPOP', KEYS[2])
-if next then
-	redis.call('SET', KEYS[1], next, 'PX', ARGV[2])
-	redis.call('PUBLISH', 'floor:' .. next, '')
+local head = redis.call('LPOP', KEYS[2])
+if head then
+	redis.call('SET', KEYS[1], head, 'PX', ARGV[2])
+	redis.call('PUBLISH', 'floor:' .. head, '')
 	return 2
 end
 redis.call('DEL', KEYS[1])
@@ -67,6 +69,9 @@ return 1
 `)
 
 func (f *floorLocker) acquire(ctx context.Context, key string, ttl, wait time.Duration) (func(context.Context) error, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
 	keys := []string{key, key + ":floor-queue"}
 	queue := "0"
 	if wait > 0 {

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +189,7 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	b.ReportMetric(float64(req)/float64(b.N), "waiter-req/op")
 	gaps.reportMs(b, "gap-")
 	b.ReportMetric(float64((<-lateness).max())/float64(time.Millisecond), "timer-late-max-ms")
+	reportPresend(b, holders)
 }
 
 // handOffs runs b.N hand-offs on workers goroutines, each calling op with
@@ -287,6 +287,9 @@ type redisPy struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
+	// presend is, for each release, the time redis-py took from the
+	// release's start to starting to send its script.
+	presend latencies
 }
 
 // newRedisPy starts a python3 holding locks with redis-py, or skips when
@@ -343,12 +346,28 @@ func (p *redisPy) hold(_ context.Context, key string, ttl time.Duration) (func(c
 		if err != nil {
 			return time.Time{}, err
 		}
-		ns, err := strconv.ParseInt(strings.TrimPrefix(answer, "ok "), 10, 64)
-		if err != nil {
+		var start, sent int64
+		if _, err := fmt.Sscanf(answer, "ok %d %d", &start, &sent); err != nil {
 			return time.Time{}, fmt.Errorf("redis-py: release answered %q", answer)
 		}
-		return time.Unix(0, ns), nil
+		p.presend = append(p.presend, time.Duration(sent-start))
+		return time.Unix(0, start), nil
 	}, nil
+}
+
+func (p *redisPy) presends() latencies { return p.presend }
+
+// reportPresend reports, for holders that know it (redis-py), how long the
+// releasing client took before it sent the release: part of each gap, and
+// not rediskit's.
+func reportPresend(b *testing.B, holders []holder) {
+	var all latencies
+	for _, h := range holders {
+		if p, ok := h.(interface{ presends() latencies }); ok {
+			all = append(all, p.presends()...)
+		}
+	}
+	all.report(b, "presend-")
 }
 
 func (p *redisPy) close() {

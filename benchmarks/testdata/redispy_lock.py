@@ -6,8 +6,10 @@ BenchmarkForeignRelease: a program that publishes nothing when it releases.
 reads lines from stdin and answers each with one line on stdout:
 
     acquire KEY TTL_MS  ->  ok | busy    (Lock(KEY, timeout=TTL).acquire(blocking=False))
-    release KEY         ->  ok NS        (Lock.release(): its compare-and-delete script;
-                                          NS: time.time_ns() when the release started)
+    release KEY         ->  ok NS SENT   (Lock.release(): its compare-and-delete script;
+                                          NS: time.time_ns() when the release started,
+                                          SENT: when redis-py began to send its last
+                                          command, the script)
 
 Any failure is answered with "error ..." on one line.
 """
@@ -17,6 +19,20 @@ import time
 import redis
 
 client = redis.Redis.from_url(sys.argv[1])
+
+# When each command starts to leave: how long redis-py itself takes before
+# it sends a release is part of that release's gap, and the benchmark
+# reports it.
+sent = [0]
+_send = redis.connection.Connection.send_packed_command
+
+
+def send_packed_command(self, *args, **kwargs):
+    sent[0] = time.time_ns()
+    return _send(self, *args, **kwargs)
+
+
+redis.connection.Connection.send_packed_command = send_packed_command
 held = {}
 for line in sys.stdin:
     try:
@@ -32,7 +48,7 @@ for line in sys.stdin:
             lock = held.pop(key)
             start = time.time_ns()
             lock.release()
-            print("ok %d" % start, flush=True)
+            print("ok %d %d" % (start, sent[0]), flush=True)
         else:
             print("error unknown command " + op, flush=True)
     except Exception as e:  # the benchmark reports it

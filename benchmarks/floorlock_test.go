@@ -22,14 +22,27 @@ import (
 // TTL, a lost message strands the head, nothing bounds a wait but the
 // caller's), which is why it is a floor and not a lock; its TTL is the
 // caller's, set by the release, with no claim bound to confirm.
+//
+// The row "floor-fifo-confirm" adds what a claim bound costs a waiter that
+// counts on its TTL (rediskit's AcquireWithTimeout across processes): the
+// head, told it holds the key, renews it for its TTL with one round trip
+// (PEXPIRE) before it counts as holding it.
 type floorLocker struct {
-	c   *redis.Client
-	id  string
-	ps  *redis.PubSub
-	err error // the subscription's, returned by every acquire
+	c       *redis.Client
+	id      string
+	ps      *redis.PubSub
+	err     error // the subscription's, returned by every acquire
+	confirm bool  // renew a lock handed over before holding it
 }
 
-var libFloor = lockLib{"floor-fifo", newFloorLocker}
+var (
+	libFloor        = lockLib{"floor-fifo", newFloorLocker}
+	libFloorConfirm = lockLib{"floor-fifo-confirm", func(clients []*redis.Client) locker {
+		f := newFloorLocker(clients).(*floorLocker)
+		f.confirm = true
+		return f
+	}}
+)
 
 func newFloorLocker(clients []*redis.Client) locker {
 	c := clients[0]
@@ -90,6 +103,11 @@ func (f *floorLocker) acquire(ctx context.Context, key string, ttl, wait time.Du
 		cancel()
 		if err != nil {
 			return nil, err
+		}
+		if f.confirm {
+			if err := f.c.PExpire(ctx, key, ttl).Err(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return func(ctx context.Context) error {

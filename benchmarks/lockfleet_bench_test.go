@@ -23,7 +23,7 @@ const lockFleetProcs = 8
 // BenchmarkLockFleet drives; the helper test skips without it.
 const envLockFleetHelper = "REDISKIT_LOCK_FLEET_HELPER"
 
-var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff, libFloor,
+var lockFleetLibs = []lockLib{libRediskit, libRediskitWithLock, libRueidislock, libRedsync, libRedislockBackoff, libFloor, libFloorConfirm,
 	{libRediskit.name + cteSuffix, libRediskit.make}, {libRediskitWithLock.name + cteSuffix, libRediskitWithLock.make}}
 
 // cteSuffix marks a LockFleet row whose processes' clients honour contexts

@@ -2,6 +2,7 @@ package rediskit
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
@@ -37,25 +38,30 @@ func newCalls(client redis.UniversalClient) *calls {
 	return &calls{honours: honoursDeadlines(client), quit: make(chan struct{})}
 }
 
-// honoursDeadlines reports whether client stops socket I/O at a context's
-// deadline: ContextTimeoutEnabled, and socket deadlines not disabled (a
-// ReadTimeout or WriteTimeout of -2, which go-redis keeps negative). Clients
-// of unknown types are assumed not to.
+// honoursDeadlines reports whether client stops at a context's deadline
+// in every call: ContextTimeoutEnabled, socket deadlines not disabled (a
+// ReadTimeout or WriteTimeout of -2, which go-redis keeps negative), and no
+// TLSConfig: go-redis dials TLS with tls.DialWithDialer, whose handshake
+// only its DialTimeout bounds, whatever the ctx, so a call that has to
+// make a connection can overrun its deadline by that much. Clients of
+// unknown types are assumed not to.
 func honoursDeadlines(client redis.UniversalClient) bool {
 	if isNilClient(client) {
 		return false
 	}
-	honours := func(cte bool, read, write time.Duration) bool { return cte && read >= 0 && write >= 0 }
+	honours := func(cte bool, read, write time.Duration, tls *tls.Config) bool {
+		return cte && read >= 0 && write >= 0 && tls == nil
+	}
 	switch c := client.(type) {
 	case *redis.Client:
 		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
 	case *redis.ClusterClient:
 		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
 	case *redis.Ring:
 		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout)
+		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
 	}
 	return false
 }

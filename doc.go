@@ -123,20 +123,22 @@
 //   - Clocks: the drift allowance covers a client and server clock rate
 //     difference of 1%, not a clock that jumps.
 //
-// What to set on the go-redis client: ContextTimeoutEnabled: true lets
-// every call with a deadline (acquisition, release, refresh, TTL, cache
-// read) run on the caller's goroutine, saving a goroutine per call and its
-// allocations (BENCHMARKS.md counts them; a cancellation before the
-// deadline is then noticed at the deadline). On a default client such a call runs on
-// a goroutine of its own, which its caller can leave at the deadline; calls
-// on a context that never ends (context.Background) run on the caller's
-// goroutine on any client. An acquisition its caller left, or whose reply
-// never came, is released by its token in the background, looking again
-// for a few seconds in case the request was still on its way. Keep
-// ReadTimeout and WriteTimeout bounded, since they bound the calls that run
-// on after their callers left. Choose a TTL
-// well above the round trip and the longest pause you expect: the default
-// of [Locker.WithLock], 10 s, leaves 3.3 s between refreshes.
+// What to set on the go-redis client: ContextTimeoutEnabled: true lets every
+// call with a deadline (acquisition, release, refresh, TTL, cache read) run
+// on the caller's goroutine, saving a goroutine per call and its allocations
+// (BENCHMARKS.md counts them; a cancellation before the deadline is then
+// noticed at the deadline). Not over TLS: go-redis makes a TLS connection
+// with a handshake that only DialTimeout bounds, whatever the ctx, so a
+// client with a TLSConfig counts as a default one. On a default client such
+// a call runs on a goroutine of its own, which its caller can leave at the
+// deadline; calls on a context that never ends (context.Background) run on
+// the caller's goroutine on any client. An acquisition its caller left, or
+// whose reply never came, is released by its token in the background,
+// looking again for a few seconds in case the request was still on its way.
+// Keep ReadTimeout and WriteTimeout bounded, since they bound the calls that
+// run on after their callers left. Choose a TTL well above the round trip
+// and the longest pause you expect: the default of [Locker.WithLock], 10 s,
+// leaves 3.3 s between refreshes.
 //
 // [NewRedlock] makes a Locker that keeps each lock on a majority of several
 // independent Redis masters (Redlock), so that losing a minority of them

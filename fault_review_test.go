@@ -4,6 +4,7 @@ package rediskit_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -250,4 +251,82 @@ func TestFaultNoUndoForRequestsNeverSent(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // past three of the undo's retries
 	assert.EqualValues(t, calls, n.Load(), "script calls: the attempts, and no undo")
+}
+
+// silentTLSServer accepts TCP connections and never answers: a TLS
+// handshake with it waits for the dialer's timeout. It is what a client
+// meets when it makes a new connection to a server that stopped answering
+// (a cut link, a hung proxy) over TLS.
+func silentTLSServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	conns := make(chan net.Conn, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		close(conns)
+		for c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// On a client that honours contexts, go-redis still ignores a ctx while it
+// dials over TLS (tls.DialWithDialer: its DialTimeout bounds the handshake,
+// not the ctx). A call with a deadline on such a client must still return
+// at its deadline when it has to make a connection and the handshake gets
+// no answer: a Locker's acquisitions, WithLock, and a Cache's read.
+func TestReviewTLSHandshakeUnanswered(t *testing.T) {
+	const deadline, dialTimeout = 200 * time.Millisecond, time.Second
+	client := redis.NewClient(&redis.Options{
+		Addr:                  silentTLSServer(t),
+		TLSConfig:             &tls.Config{InsecureSkipVerify: true},
+		ContextTimeoutEnabled: true,
+		DialTimeout:           dialTimeout,
+		MaxRetries:            -1,
+	})
+	t.Cleanup(func() { _ = client.Close() })
+	locker := rediskit.NewLocker(client)
+	cache := rediskit.NewCache[string](client)
+	t.Cleanup(func() {
+		_ = locker.Close() // waits for the calls left behind, within the dial timeout
+		_ = cache.Close()
+	})
+	within := func(name string, op func(ctx context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		start := time.Now()
+		err := op(ctx)
+		took := time.Since(start)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "%s", name)
+		assert.Less(t, took, deadline+deadlineSlack, "%s returned %v after its start, deadline %v (the TLS dial's timeout is %v)", name, took, deadline, dialTimeout)
+	}
+	within("TryAcquire", func(ctx context.Context) error {
+		_, err := locker.TryAcquire(ctx, "tls-key", time.Second)
+		return err
+	})
+	within("AcquireWithTimeout", func(ctx context.Context) error {
+		_, err := locker.AcquireWithTimeout(ctx, "tls-key", time.Second, time.Minute)
+		return err
+	})
+	within("WithLock", func(ctx context.Context) error {
+		return locker.WithLock(ctx, "tls-key", func(context.Context) error { return nil })
+	})
+	within("Cache.Get", func(ctx context.Context) error {
+		_, err := cache.Get(ctx, "tls-key")
+		return err
+	})
 }

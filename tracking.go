@@ -50,6 +50,7 @@ type trackNode struct {
 	sub     *redis.Client // holds the subscribed connection
 	tracked *redis.Client // holds the tracked connection
 	ps      *redis.PubSub
+	calls   *calls        // the tracked connection's reads, run where a watch can leave them
 	subID   atomic.Int64  // the subscribed connection's CLIENT ID, set when it connects
 	dials   atomic.Int64  // connections the tracked client has made
 	ready   chan struct{} // closed once set up, or failed to
@@ -138,10 +139,15 @@ func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 	t.mu.Unlock()
 
 	// The read that makes Redis track the key, after the watch is in
-	// place, so that a change right after it is not missed.
+	// place, so that a change right after it is not missed. On the
+	// caller's goroutine, unless the connection may ignore the deadline
+	// (over TLS, see honoursDeadlines): a read left behind only tracks a
+	// key for nobody.
 	rctx, cancel := context.WithTimeout(ctx, trackWait)
 	defer cancel()
-	err := n.tracked.Get(rctx, rkey).Err()
+	_, _, err := run(n.calls, rctx, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, n.tracked.Get(ctx, rkey).Err()
+	}, nil)
 	switch {
 	case errors.Is(err, redis.Nil):
 		// Gone already: released between the caller's last look and
@@ -251,6 +257,7 @@ func (n *trackNode) setup(opts *redis.Options) bool {
 		n.closeConns()
 		return false
 	}
+	n.calls = newCalls(n.tracked)
 	return true
 }
 
@@ -381,6 +388,7 @@ func (t *tracker) close() {
 		n.fireAll()
 		if n.err == nil {
 			n.closeConns()
+			n.calls.close() // reads left behind end within the client's timeouts
 		}
 	}
 	t.wg.Wait()

@@ -2,9 +2,9 @@ package rediskit
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +24,8 @@ import (
 // calls runs a store's Redis calls and keeps track of those their callers
 // stopped waiting for, so that closing the Locker can wait for them.
 type calls struct {
-	// honours is whether the client cuts socket I/O short at a context's
-	// deadline (ContextTimeoutEnabled).
+	// honours is whether every call on the client stops at its context's
+	// deadline (see honoursDeadlines).
 	honours bool
 
 	mu      sync.Mutex
@@ -38,32 +38,44 @@ func newCalls(client redis.UniversalClient) *calls {
 	return &calls{honours: honoursDeadlines(client), quit: make(chan struct{})}
 }
 
-// honoursDeadlines reports whether client stops at a context's deadline
-// in every call: ContextTimeoutEnabled, socket deadlines not disabled (a
-// ReadTimeout or WriteTimeout of -2, which go-redis keeps negative), and no
-// TLSConfig: go-redis dials TLS with tls.DialWithDialer, whose handshake
-// only its DialTimeout bounds, whatever the ctx, so a call that has to
-// make a connection can overrun its deadline by that much. Clients of
-// unknown types are assumed not to.
+// honoursDeadlines reports whether every call on client stops at its
+// context's deadline, wherever it waits, so that it can run on its
+// caller's goroutine. Only a single-node client can, and only with
+// ContextTimeoutEnabled, socket deadlines not disabled (a ReadTimeout or
+// WriteTimeout of -2, which go-redis keeps negative), and connections made
+// by go-redis's own dialer without TLS: go-redis dials TLS with
+// tls.DialWithDialer, whose handshake only DialTimeout bounds, and a Dialer
+// of the user's (or of a Sentinel client, which looks the master up under a
+// mutex) may ignore the ctx too. Not a Cluster: to route a command it may
+// wait for the nodes' COMMAND reply under a mutex, behind another caller's,
+// or (go-redis 9.23) on a 5-second context of its own. Not a Ring, whose
+// shards' clients may be made by the user's NewClient, nor clients of
+// unknown types.
 func honoursDeadlines(client redis.UniversalClient) bool {
-	if isNilClient(client) {
+	c, ok := client.(*redis.Client)
+	if !ok || c == nil {
 		return false
 	}
-	honours := func(cte bool, read, write time.Duration, tls *tls.Config) bool {
-		return cte && read >= 0 && write >= 0 && tls == nil
-	}
-	switch c := client.(type) {
-	case *redis.Client:
-		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
-	case *redis.ClusterClient:
-		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
-	case *redis.Ring:
-		o := c.Options()
-		return honours(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, o.TLSConfig)
-	}
-	return false
+	o := c.Options()
+	return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0 && o.TLSConfig == nil && isDefaultDialer(o.Dialer)
+}
+
+// dialer is the type of go-redis's Options.Dialer.
+type dialer = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// defaultDialer returns the code of the dialer go-redis gives a client made
+// without one (NewDialer, inlined where the client's options are set up, so
+// that a NewDialer called elsewhere has code of its own).
+var defaultDialer = sync.OnceValue(func() uintptr {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"}) // never dials
+	defer c.Close()
+	return reflect.ValueOf(c.Options().Dialer).Pointer()
+})
+
+// isDefaultDialer reports whether d is the dialer go-redis gives a client
+// made without one, which honours its ctx but over TLS.
+func isDefaultDialer(d dialer) bool {
+	return d != nil && reflect.ValueOf(d).Pointer() == defaultDialer()
 }
 
 // inline reports whether a call on ctx can run on the caller's goroutine:

@@ -284,49 +284,111 @@ func silentTLSServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// On a client that honours contexts, go-redis still ignores a ctx while it
-// dials over TLS (tls.DialWithDialer: its DialTimeout bounds the handshake,
-// not the ctx). A call with a deadline on such a client must still return
-// at its deadline when it has to make a connection and the handshake gets
-// no answer: a Locker's acquisitions, WithLock, and a Cache's read.
-func TestReviewTLSHandshakeUnanswered(t *testing.T) {
+// Clients with ContextTimeoutEnabled on which go-redis can still wait past a
+// call's deadline, whatever its ctx, against a server that accepts
+// connections and never answers: a call with a deadline must still return
+// at it (a Locker's acquisitions, WithLock, a Cache's read), so the library
+// must not run it on the caller's goroutine. Where go-redis waits under a
+// mutex, another caller with a longer deadline gets there first.
+func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 	const deadline, dialTimeout = 200 * time.Millisecond, time.Second
-	client := redis.NewClient(&redis.Options{
-		Addr:                  silentTLSServer(t),
-		TLSConfig:             &tls.Config{InsecureSkipVerify: true},
-		ContextTimeoutEnabled: true,
-		DialTimeout:           dialTimeout,
-		MaxRetries:            -1,
-	})
-	t.Cleanup(func() { _ = client.Close() })
-	locker := rediskit.NewLocker(client)
-	cache := rediskit.NewCache[string](client)
-	t.Cleanup(func() {
-		_ = locker.Close() // waits for the calls left behind, within the dial timeout
-		_ = cache.Close()
-	})
-	within := func(name string, op func(ctx context.Context) error) {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
-		start := time.Now()
-		err := op(ctx)
-		took := time.Since(start)
-		assert.ErrorIs(t, err, context.DeadlineExceeded, "%s", name)
-		assert.Less(t, took, deadline+deadlineSlack, "%s returned %v after its start, deadline %v (the TLS dial's timeout is %v)", name, took, deadline, dialTimeout)
+	oneSlot := func(addr string) func(context.Context) ([]redis.ClusterSlot, error) {
+		return func(context.Context) ([]redis.ClusterSlot, error) {
+			return []redis.ClusterSlot{{Start: 0, End: 16383, Nodes: []redis.ClusterNode{{Addr: addr}}}}, nil
+		}
 	}
-	within("TryAcquire", func(ctx context.Context) error {
-		_, err := locker.TryAcquire(ctx, "tls-key", time.Second)
-		return err
-	})
-	within("AcquireWithTimeout", func(ctx context.Context) error {
-		_, err := locker.AcquireWithTimeout(ctx, "tls-key", time.Second, time.Minute)
-		return err
-	})
-	within("WithLock", func(ctx context.Context) error {
-		return locker.WithLock(ctx, "tls-key", func(context.Context) error { return nil })
-	})
-	within("Cache.Get", func(ctx context.Context) error {
-		_, err := cache.Get(ctx, "tls-key")
-		return err
-	})
+	for _, c := range []struct {
+		name string
+		// client is the client under test, for a server at addr.
+		client func(addr string) redis.UniversalClient
+		// behind: another caller is waiting already when the call starts.
+		behind bool
+	}{
+		// go-redis dials TLS with tls.DialWithDialer, whose handshake only
+		// DialTimeout bounds.
+		{"tls", func(addr string) redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{InsecureSkipVerify: true},
+				ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRetries: -1})
+		}, false},
+		// A Dialer of the user's, here one that does TLS as go-redis's own
+		// does, ignoring its ctx.
+		{"custom-dialer", func(addr string) redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1,
+				Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					return tls.DialWithDialer(&net.Dialer{Timeout: dialTimeout}, network, addr, &tls.Config{InsecureSkipVerify: true})
+				}})
+		}, false},
+		// Sentinel: a new connection looks the master up under a mutex,
+		// with the ctx of the call that holds it (go-redis 9.5).
+		{"sentinel", func(addr string) redis.UniversalClient {
+			return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: []string{addr},
+				ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRetries: -1})
+		}, true},
+		// A Cluster routes a command once it has the nodes' COMMAND reply:
+		// asked on a 5-second context of its own (go-redis 9.23), or under
+		// a mutex (internal.Once, ReadOnly, go-redis 9.5).
+		{"cluster", func(addr string) redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ClusterSlots: oneSlot(addr),
+				ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRedirects: -1})
+		}, false},
+		{"cluster-readonly", func(addr string) redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ClusterSlots: oneSlot(addr), ReadOnly: true,
+				ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRedirects: -1})
+		}, true},
+		// A Cluster whose node clients the user makes, with TLS.
+		{"cluster-newclient-tls", func(addr string) redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ClusterSlots: oneSlot(addr),
+				NewClient: func(o *redis.Options) *redis.Client {
+					o.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+					return redis.NewClient(o)
+				},
+				ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRedirects: -1})
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client := c.client(silentTLSServer(t))
+			t.Cleanup(func() { _ = client.Close() })
+			locker := rediskit.NewLocker(client)
+			cache := rediskit.NewCache[string](client)
+			t.Cleanup(func() {
+				_ = locker.Close() // waits for the calls left behind
+				_ = cache.Close()
+			})
+			if c.behind {
+				done := make(chan struct{})
+				t.Cleanup(func() { <-done })
+				go func() {
+					defer close(done)
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					_, _ = locker.TryAcquire(ctx, "first", time.Second)
+				}()
+				time.Sleep(100 * time.Millisecond)
+			}
+			within := func(name string, op func(ctx context.Context) error) {
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				defer cancel()
+				start := time.Now()
+				err := op(ctx)
+				took := time.Since(start)
+				assert.Error(t, err, "%s", name)
+				assert.Less(t, took, deadline+deadlineSlack, "%s returned %v after its start, deadline %v (dial timeout %v)", name, took, deadline, dialTimeout)
+			}
+			within("TryAcquire", func(ctx context.Context) error {
+				_, err := locker.TryAcquire(ctx, "key", time.Second)
+				return err
+			})
+			within("AcquireWithTimeout", func(ctx context.Context) error {
+				_, err := locker.AcquireWithTimeout(ctx, "key", time.Second, time.Minute)
+				return err
+			})
+			within("WithLock", func(ctx context.Context) error {
+				return locker.WithLock(ctx, "key", func(context.Context) error { return nil })
+			})
+			within("Cache.Get", func(ctx context.Context) error {
+				_, err := cache.Get(ctx, "key")
+				return err
+			})
+		})
+	}
 }

@@ -384,7 +384,7 @@ func (t *tracker) close() {
 	t.mu.Unlock()
 	for _, n := range nodes {
 		close(n.quit)
-		<-n.ready // set up within trackWait, or failed
+		<-n.ready // set up, or failed: within trackWait, or a TLS or custom dial's own timeout
 		n.fireAll()
 		if n.err == nil {
 			n.closeConns()

@@ -13,51 +13,105 @@ import (
 )
 
 // A watch's read, which makes Redis track the key, runs on the waiter's
-// goroutine when the tracker's connection stops at deadlines; over TLS it
-// does not (go-redis's TLS handshake ignores the ctx), and a read that has
-// to make its connection again must not hold the waiter past the sleep the
-// watch would cut short. Set up by hand: the node counts as ready, and its
-// tracked connection leads to a server that never answers a handshake.
-func TestTrackerWatchOverTLSKeepsItsDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	defer func() {
-		_ = ln.Close()
-		for c := range accepted {
-			_ = c.Close()
-		}
-	}()
-
+// goroutine only when the tracker's own connection stops at deadlines.
+// Those connections always have ContextTimeoutEnabled (ownOptions), but
+// they dial as the user's client does: over TLS, or with a Dialer of the
+// user's, the dial may ignore the ctx, and a read that has to make its
+// connection again must not hold the waiter past the sleep the watch would
+// cut short. Set up by hand: the node counts as ready, and its tracked
+// connection leads to a server that never answers.
+func TestTrackerWatchKeepsItsDeadline(t *testing.T) {
 	const deadline, dialTimeout = 200 * time.Millisecond, time.Second
-	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), TLSConfig: &tls.Config{InsecureSkipVerify: true},
-		DialTimeout: dialTimeout, MaxRetries: -1})
-	defer client.Close()
-	tr := newTracker(client)
-	n := &trackNode{t: tr, ready: make(chan struct{}), quit: make(chan struct{}), watches: map[string][]*keyWatch{}}
-	noop := func(context.Context, *redis.Conn) error { return nil }
-	n.sub = redis.NewClient(ownOptions(client.Options(), noop))
-	n.tracked = redis.NewClient(ownOptions(client.Options(), noop))
-	n.calls = newCalls(n.tracked)
-	close(n.ready)
-	tr.nodes[""] = n
+	insecure := &tls.Config{InsecureSkipVerify: true}
+	for _, c := range []struct {
+		name string
+		opts redis.Options // the user's client's, but for Addr
+	}{
+		{"tls", redis.Options{TLSConfig: insecure, DialTimeout: dialTimeout, MaxRetries: -1}},
+		{"custom-dialer", redis.Options{MaxRetries: -1, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return tls.DialWithDialer(&net.Dialer{Timeout: dialTimeout}, network, addr, insecure)
+		}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			accepted := make(chan net.Conn, 16)
+			go func() {
+				defer close(accepted)
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c
+				}
+			}()
+			defer func() {
+				_ = ln.Close()
+				for c := range accepted {
+					_ = c.Close()
+				}
+			}()
 
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	start := time.Now()
-	w := tr.watch(ctx, "key")
-	took := time.Since(start)
-	assert.Nil(t, w, "a watch whose read got no reply")
-	assert.Less(t, took, deadline+50*time.Millisecond, "watch returned %v after its start, deadline %v (the TLS dial's timeout is %v)", took, deadline, dialTimeout)
-	tr.close() // waits for the read left behind
+			opts := c.opts
+			opts.Addr = ln.Addr().String()
+			client := redis.NewClient(&opts)
+			defer client.Close()
+			tr := newTracker(client)
+			n := &trackNode{t: tr, ready: make(chan struct{}), quit: make(chan struct{}), watches: map[string][]*keyWatch{}}
+			noop := func(context.Context, *redis.Conn) error { return nil }
+			n.sub = redis.NewClient(ownOptions(client.Options(), noop))
+			n.tracked = redis.NewClient(ownOptions(client.Options(), noop))
+			n.calls = newCalls(n.tracked) // as setup does
+			close(n.ready)
+			tr.nodes[""] = n
+
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			w := tr.watch(ctx, "key")
+			took := time.Since(start)
+			assert.Nil(t, w, "a watch whose read got no reply")
+			assert.Less(t, took, deadline+50*time.Millisecond, "watch returned %v after its start, deadline %v (dial timeout %v)", took, deadline, dialTimeout)
+			tr.close() // waits for the read left behind
+		})
+	}
+}
+
+// Which clients the library trusts to stop at a deadline on their own, and
+// so runs calls on the caller's goroutine (TestReviewClientsThatIgnoreDeadlines
+// shows the others overrunning).
+func TestHonoursDeadlines(t *testing.T) {
+	newClient := func(o redis.Options) *redis.Client {
+		o.Addr = "127.0.0.1:1"
+		return redis.NewClient(&o)
+	}
+	ownDialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	for _, c := range []struct {
+		name   string
+		client redis.UniversalClient
+		want   bool
+	}{
+		{"default", newClient(redis.Options{}), false},
+		{"cte", newClient(redis.Options{ContextTimeoutEnabled: true}), true},
+		{"cte-no-socket-deadlines", newClient(redis.Options{ContextTimeoutEnabled: true, ReadTimeout: -2}), false},
+		{"cte-tls", newClient(redis.Options{ContextTimeoutEnabled: true, TLSConfig: &tls.Config{}}), false},
+		{"cte-own-dialer", newClient(redis.Options{ContextTimeoutEnabled: true, Dialer: ownDialer}), false},
+		// go-redis's NewDialer, but called by the user, with options of
+		// their own (TLS, say): not the client's own dialer.
+		{"cte-users-newdialer", newClient(redis.Options{ContextTimeoutEnabled: true, Dialer: redis.NewDialer(&redis.Options{})}), false},
+		{"cte-sentinel", redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true}), false},
+		{"cte-cluster", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true}), false},
+		{"cte-ring", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true}), false},
+		{"nil", (*redis.Client)(nil), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			assert.Equal(t, c.want, honoursDeadlines(c.client))
+			if !isNilClient(c.client) {
+				_ = c.client.Close()
+			}
+		})
+	}
 }

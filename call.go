@@ -42,38 +42,65 @@ func newCalls(client redis.UniversalClient) *calls {
 // context's deadline, wherever it waits, so that it can run on its
 // caller's goroutine. Only a single-node client can, and only with
 // ContextTimeoutEnabled, socket deadlines not disabled (a ReadTimeout or
-// WriteTimeout of -2, which go-redis keeps negative), and connections made
-// by go-redis's own dialer without TLS: go-redis dials TLS with
-// tls.DialWithDialer, whose handshake only DialTimeout bounds, and a Dialer
-// of the user's (or of a Sentinel client, which looks the master up under a
-// mutex) may ignore the ctx too. Not a Cluster: to route a command it may
-// wait for the nodes' COMMAND reply under a mutex, behind another caller's,
-// or (go-redis 9.23) on a 5-second context of its own. Not a Ring, whose
-// shards' clients may be made by the user's NewClient, nor clients of
-// unknown types.
+// WriteTimeout of -2, which go-redis keeps negative), connections made by
+// go-redis's own dialer without TLS, and none of the user's functions that
+// go-redis calls on the caller's goroutine (see userCallbacks). go-redis
+// 9.5 dials TLS with tls.DialWithDialer, whose handshake only DialTimeout
+// bounds; a Dialer of the user's (or of a Sentinel client, which looks the
+// master up under a mutex) may ignore the ctx too. Not a Cluster: to route
+// a command it may wait for the nodes' COMMAND reply under a mutex, behind
+// another caller's, or (go-redis 9.23) on a 5-second context of its own.
+// Not a Ring, whose shards' clients may be made by the user's NewClient,
+// nor clients of unknown types. Hooks added with AddHook cannot be seen:
+// the package documentation asks that they honour the ctx.
 func honoursDeadlines(client redis.UniversalClient) bool {
 	c, ok := client.(*redis.Client)
 	if !ok || c == nil {
 		return false
 	}
 	o := c.Options()
-	return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0 && o.TLSConfig == nil && isDefaultDialer(o.Dialer)
+	return o.ContextTimeoutEnabled && o.ReadTimeout >= 0 && o.WriteTimeout >= 0 && o.TLSConfig == nil &&
+		isDefaultDialer(o.Dialer) && !hasUserCallbacks(o)
+}
+
+// userCallbacks are the fields of go-redis's Options (those of the version
+// in use) that hold functions of the user's which go-redis calls on the
+// caller's goroutine, some without its ctx: a token fetch, a rate limiter,
+// commands on a new connection.
+var userCallbacks = []string{"OnConnect", "CredentialsProvider", "CredentialsProviderContext", "StreamingCredentialsProvider", "Limiter"}
+
+// hasUserCallbacks reports whether any of userCallbacks is set in o.
+func hasUserCallbacks(o *redis.Options) bool {
+	v := reflect.ValueOf(o).Elem()
+	for _, name := range userCallbacks {
+		if f := v.FieldByName(name); f.IsValid() && !f.IsNil() {
+			return true
+		}
+	}
+	return false
 }
 
 // dialer is the type of go-redis's Options.Dialer.
 type dialer = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // defaultDialer returns the code of the dialer go-redis gives a client made
-// without one (NewDialer, inlined where the client's options are set up, so
-// that a NewDialer called elsewhere has code of its own).
+// without one: NewDialer's, inlined where the client's options are set up,
+// so that a NewDialer called elsewhere (with other options: TLS, say) has
+// code of its own. Where NewDialer is not inlined (built with -l, as
+// debuggers do), the two cannot be told apart, and no dialer counts as the
+// client's own: 0.
 var defaultDialer = sync.OnceValue(func() uintptr {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"}) // never dials
 	defer c.Close()
-	return reflect.ValueOf(c.Options().Dialer).Pointer()
+	own := reflect.ValueOf(c.Options().Dialer).Pointer()
+	if own == reflect.ValueOf(redis.NewDialer(&redis.Options{})).Pointer() {
+		return 0
+	}
+	return own
 })
 
 // isDefaultDialer reports whether d is the dialer go-redis gives a client
-// made without one, which honours its ctx but over TLS.
+// made without one, which honours its ctx (but over TLS in go-redis 9.5).
 func isDefaultDialer(d dialer) bool {
 	return d != nil && reflect.ValueOf(d).Pointer() == defaultDialer()
 }

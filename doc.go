@@ -128,20 +128,23 @@
 // on the caller's goroutine, saving a goroutine per call and its allocations
 // (BENCHMARKS.md counts them; a cancellation before the deadline is then
 // noticed at the deadline). That holds for a single-node client with
-// go-redis's own dialer and no TLS; any other client counts as a default
-// one, since go-redis may wait past a deadline there whatever the ctx: in a
-// TLS handshake (bounded by DialTimeout only), in a Dialer of yours, in a
-// Sentinel client's master lookup, in a Cluster's wait for the nodes'
-// COMMAND reply. On a default client such a call runs on a goroutine of its
-// own, which its caller can leave at the deadline; calls on a context that
-// never ends (context.Background) run on the caller's goroutine on any
-// client. An acquisition its caller left, or whose reply never came, is
-// released by its token in the background, looking again for a few seconds
-// in case the request was still on its way. Keep ReadTimeout and
-// WriteTimeout bounded, since they bound the calls that run on after their
-// callers left. Choose a TTL well above the round trip and the longest pause
-// you expect: the default of [Locker.WithLock], 10 s, leaves 3.3 s between
-// refreshes.
+// go-redis's own dialer, no TLS, socket timeouts kept (not -2), and no
+// OnConnect, credentials provider or Limiter of yours; any other client
+// counts as a default one, since go-redis may wait past a deadline there
+// whatever the ctx: in a TLS handshake (go-redis 9.5 bounds it by
+// DialTimeout only), in a Dialer or callback of yours, in a Sentinel
+// client's master lookup, in a Cluster's wait for the nodes' COMMAND reply.
+// Hooks you add with AddHook run on the caller's goroutine too, and cannot
+// be seen: have them honour the ctx. On a default client such a call runs on
+// a goroutine of its own, which its caller can leave at the deadline; calls
+// on a context that never ends (context.Background) run on the caller's
+// goroutine on any client. An acquisition its caller left, or whose reply
+// never came, is released by its token in the background, looking again for
+// a few seconds in case the request was still on its way. Keep ReadTimeout
+// and WriteTimeout bounded, since they bound the calls that run on after
+// their callers left. Choose a TTL well above the round trip and the longest
+// pause you expect: the default of [Locker.WithLock], 10 s, leaves 3.3 s
+// between refreshes.
 //
 // [NewRedlock] makes a Locker that keeps each lock on a majority of several
 // independent Redis masters (Redlock), so that losing a minority of them

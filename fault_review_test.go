@@ -318,6 +318,19 @@ func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 					return tls.DialWithDialer(&net.Dialer{Timeout: dialTimeout}, network, addr, &tls.Config{InsecureSkipVerify: true})
 				}})
 		}, false},
+		// Functions of the user's that go-redis calls without the ctx: a
+		// token fetch on each new connection, a rate limiter on each call.
+		{"credentials-provider", func(addr string) redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRetries: -1,
+				CredentialsProvider: func() (string, string) {
+					time.Sleep(dialTimeout)
+					return "", ""
+				}})
+		}, false},
+		{"limiter", func(addr string) redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, DialTimeout: dialTimeout, MaxRetries: -1,
+				Limiter: slowLimiter{dialTimeout}})
+		}, false},
 		// Sentinel: a new connection looks the master up under a mutex,
 		// with the ctx of the call that holds it (go-redis 9.5).
 		{"sentinel", func(addr string) redis.UniversalClient {
@@ -392,3 +405,9 @@ func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 		})
 	}
 }
+
+// slowLimiter is a go-redis Limiter whose every Allow takes d.
+type slowLimiter struct{ d time.Duration }
+
+func (l slowLimiter) Allow() error     { time.Sleep(l.d); return nil }
+func (slowLimiter) ReportResult(error) {}

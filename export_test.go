@@ -1,8 +1,13 @@
 package rediskit
 
 import (
+	"net"
 	"strings"
+	"sync"
+	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // Internals exposed to the black-box tests in package rediskit_test.
@@ -90,3 +95,36 @@ const MaxNamed = maxNamed
 
 // ReleaseScriptHash is the SHA1 the release script runs under (EVALSHA).
 var ReleaseScriptHash = releaseScript.Hash()
+
+// SilentServer accepts TCP connections and never answers: a TLS handshake
+// or a command sent to it waits for the client's own timeouts. It is what a
+// client meets when it makes a new connection to a server that stopped
+// answering (a cut link, a hung proxy).
+func SilentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}

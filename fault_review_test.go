@@ -253,37 +253,6 @@ func TestFaultNoUndoForRequestsNeverSent(t *testing.T) {
 	assert.EqualValues(t, calls, n.Load(), "script calls: the attempts, and no undo")
 }
 
-// silentTLSServer accepts TCP connections and never answers: a TLS
-// handshake with it waits for the dialer's timeout. It is what a client
-// meets when it makes a new connection to a server that stopped answering
-// (a cut link, a hung proxy) over TLS.
-func silentTLSServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	conns := make(chan net.Conn, 64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- c
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		close(conns)
-		for c := range conns {
-			_ = c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // Clients with ContextTimeoutEnabled on which go-redis can still wait past a
 // call's deadline, whatever its ctx, against a server that accepts
 // connections and never answers: a call with a deadline must still return
@@ -359,7 +328,7 @@ func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 		}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			client := c.client(silentTLSServer(t))
+			client := c.client(rediskit.SilentServer(t))
 			t.Cleanup(func() { _ = client.Close() })
 			locker := rediskit.NewLocker(client)
 			cache := rediskit.NewCache[string](client)

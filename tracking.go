@@ -139,10 +139,11 @@ func (t *tracker) watch(ctx context.Context, rkey string) *keyWatch {
 	t.mu.Unlock()
 
 	// The read that makes Redis track the key, after the watch is in
-	// place, so that a change right after it is not missed. On the
-	// caller's goroutine, unless the connection may ignore the deadline
-	// (over TLS, see honoursDeadlines): a read left behind only tracks a
-	// key for nobody.
+	// place, so that a change right after it is not missed. On a
+	// goroutine the watch can leave (see honoursDeadlines): the tracked
+	// connection dials as the user's client does and runs its OnConnect,
+	// which may ignore the deadline. A read left behind only tracks a key
+	// for nobody.
 	rctx, cancel := context.WithTimeout(ctx, trackWait)
 	defer cancel()
 	_, _, err := run(n.calls, rctx, func(ctx context.Context) (struct{}, error) {

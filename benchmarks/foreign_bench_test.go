@@ -130,16 +130,8 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	waiter := rediskit.NewLocker(waiters[0].Client, opts...)
 	defer waiter.Close()
 
-	workers := min(foreignWorkers, b.N)
-	holders := make([]holder, workers)
-	for i := range holders {
-		h, err := newHolder(b, holderClient)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.close()
-		holders[i] = h
-	}
+	holders := newHolders(b, holderClient, newHolder)
+	defer closeHolders(holders)
 
 	handOff := func(h holder) (time.Duration, error) {
 		key := uniqueKey("foreign")
@@ -190,6 +182,27 @@ func benchForeign(b *testing.B, waiters []*counted, holderClient *redis.Client, 
 	gaps.reportMs(b, "gap-")
 	b.ReportMetric(float64((<-lateness).max())/float64(time.Millisecond), "timer-late-max-ms")
 	reportPresend(b, holders)
+}
+
+// newHolders makes a holder for each of the hand-offs run at once (see
+// foreignWorkers); close them with closeHolders.
+func newHolders(b *testing.B, c *redis.Client, newHolder func(*testing.B, *redis.Client) (holder, error)) []holder {
+	holders := make([]holder, 0, min(foreignWorkers, b.N))
+	for range cap(holders) {
+		h, err := newHolder(b, c)
+		if err != nil {
+			closeHolders(holders)
+			b.Fatal(err)
+		}
+		holders = append(holders, h)
+	}
+	return holders
+}
+
+func closeHolders(holders []holder) {
+	for _, h := range holders {
+		h.close()
+	}
 }
 
 // handOffs runs b.N hand-offs on workers goroutines, each calling op with

@@ -45,15 +45,8 @@ func BenchmarkForeignFloor(b *testing.B) {
 func benchForeignFloor(b *testing.B, waiter, holderClient *redis.Client, newHolder func(*testing.B, *redis.Client) (holder, error)) {
 	ctx := context.Background()
 	const ttl, pauseCap = 10 * time.Second, 512 * time.Millisecond
-	holders := make([]holder, min(foreignWorkers, b.N))
-	for i := range holders {
-		h, err := newHolder(b, holderClient)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.close()
-		holders[i] = h
-	}
+	holders := newHolders(b, holderClient, newHolder)
+	defer closeHolders(holders)
 	handOff := func(h holder) (time.Duration, error) {
 		key := uniqueKey("floor")
 		release, err := h.hold(ctx, key, ttl)

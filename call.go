@@ -73,7 +73,7 @@ var userCallbacks = []string{"OnConnect", "CredentialsProvider", "CredentialsPro
 func hasUserCallbacks(o *redis.Options) bool {
 	v := reflect.ValueOf(o).Elem()
 	for _, name := range userCallbacks {
-		if f := v.FieldByName(name); f.IsValid() && !f.IsNil() {
+		if f := v.FieldByName(name); f.IsValid() && !f.IsZero() {
 			return true
 		}
 	}

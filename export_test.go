@@ -99,8 +99,10 @@ var ReleaseScriptHash = releaseScript.Hash()
 // SilentServer accepts TCP connections and never answers: a TLS handshake
 // or a command sent to it waits for the client's own timeouts. It is what a
 // client meets when it makes a new connection to a server that stopped
-// answering (a cut link, a hung proxy).
-func SilentServer(t *testing.T) string {
+// answering (a cut link, a hung proxy). cut closes it and the connections
+// it accepted, which ends the reads waiting on them; the test's end does
+// too.
+func SilentServer(t *testing.T) (addr string, cut func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -119,12 +121,13 @@ func SilentServer(t *testing.T) string {
 			mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() {
+	cut = sync.OnceFunc(func() {
 		_ = ln.Close()
 		<-done
 		for _, c := range conns {
 			_ = c.Close()
 		}
 	})
-	return ln.Addr().String()
+	t.Cleanup(cut)
+	return ln.Addr().String(), cut
 }

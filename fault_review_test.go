@@ -328,7 +328,8 @@ func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 		}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			client := c.client(rediskit.SilentServer(t))
+			addr, cut := rediskit.SilentServer(t)
+			client := c.client(addr)
 			t.Cleanup(func() { _ = client.Close() })
 			locker := rediskit.NewLocker(client)
 			cache := rediskit.NewCache[string](client)
@@ -336,6 +337,9 @@ func TestReviewClientsThatIgnoreDeadlines(t *testing.T) {
 				_ = locker.Close() // waits for the calls left behind
 				_ = cache.Close()
 			})
+			// The calls left behind end once the server is gone, rather
+			// than at their own timeouts.
+			t.Cleanup(cut)
 			if c.behind {
 				done := make(chan struct{})
 				t.Cleanup(func() { <-done })

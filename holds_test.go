@@ -333,8 +333,15 @@ func TestQueueLocalWaiterQueuedByFellowLeaves(t *testing.T) {
 }
 
 // heldGroup holds back the first attempts that carry fellow waiters (see
-// holds.go): the first until the second comes, so that each carries the
-// other, and the second until open is closed.
+// holds.go): the reply to the first until the second comes, so that each
+// carries the other, and the second, before it is sent, until open is
+// closed. The first is sent at once: held before it, the attempt would
+// reach Redis as late as the second is made, and the ages it carries would
+// place the first waiter as late as the second (the script counts an age
+// from its run), so that a release could hand the lock over to either.
+// Both go on once the test ends (ended is closed), so that a test that
+// fails before it opens them reports, rather than its Locker's Close
+// waiting for them for ever.
 type heldGroup struct {
 	mu            sync.Mutex
 	n             int
@@ -342,10 +349,12 @@ type heldGroup struct {
 	secondIn      chan struct{}
 	open          chan struct{}
 	secondOut     chan struct{}
+	ended         chan struct{}
 }
 
 func newHeldGroup() *heldGroup {
-	return &heldGroup{secondIn: make(chan struct{}), open: make(chan struct{}), secondOut: make(chan struct{})}
+	return &heldGroup{secondIn: make(chan struct{}), open: make(chan struct{}), secondOut: make(chan struct{}),
+		ended: make(chan struct{})}
 }
 
 // groupCaller returns the entry of the caller of an attempt that carries
@@ -390,9 +399,17 @@ func (h *heldGroup) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		h.mu.Unlock()
 		switch n {
 		case 1:
-			<-h.secondIn
+			err := next(ctx, cmd)
+			select {
+			case <-h.secondIn:
+			case <-h.ended:
+			}
+			return err
 		case 2:
-			<-h.open
+			select {
+			case <-h.open:
+			case <-h.ended:
+			}
 			defer close(h.secondOut)
 		}
 		return next(ctx, cmd)
@@ -417,6 +434,10 @@ type lateGroup struct {
 	younger  chan error          // the younger's error, once it released the lock
 }
 
+// lateGroupBeat is queueBeat in the tests of a lateGroup: the waiters'
+// first attempts come a beat after each one's arrival.
+const lateGroupBeat = 200 * time.Millisecond
+
 // startLateGroup starts a lateGroup on b, the elder waiting elderWait at
 // most, and returns once the younger's first attempt is held back.
 func startLateGroup(t *testing.T, b *backend, name string, elderWait time.Duration) *lateGroup {
@@ -424,6 +445,7 @@ func startLateGroup(t *testing.T, b *backend, name string, elderWait time.Durati
 		elder: make(chan *rediskit.Lock, 1), elderErr: make(chan error, 1), younger: make(chan error, 1)}
 	b.client.AddHook(g.h)
 	g.l = newLocker(t, b.client, noPolling)
+	t.Cleanup(func() { close(g.h.ended) }) // before the Locker's Close
 	var err error
 	g.holder, err = g.l.TryAcquire(g.ctx, g.key, time.Minute)
 	require.NoError(t, err)
@@ -437,7 +459,10 @@ func startLateGroup(t *testing.T, b *backend, name string, elderWait time.Durati
 	}()
 	require.Eventually(t, func() bool { return rediskit.LocalWaiters(g.l, g.key) == 1 },
 		5*time.Second, time.Millisecond, "the elder waits in process")
-	time.Sleep(20 * time.Millisecond)
+	// The younger comes half a beat later: before the elder's first
+	// attempt, and late enough that the elder's arrival, as the attempt's
+	// run places it, stays ahead of the younger's, as a release places it.
+	time.Sleep(lateGroupBeat / 2)
 	go func() {
 		lk, err := g.l.AcquireWithTimeout(g.ctx, g.key, time.Minute, 5*time.Second)
 		if err == nil {
@@ -454,7 +479,7 @@ func startLateGroup(t *testing.T, b *backend, name string, elderWait time.Durati
 // would hand the lock over to its entry, where nobody takes it (it stayed
 // there a minute, the TTL, and the younger waiter gave up).
 func TestQueueLateGroupAttemptQueuesNoHolder(t *testing.T) {
-	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
+	defer rediskit.SetQueueTimes(10*time.Second, lateGroupBeat)()
 	forEachBackend(t, func(t *testing.T, b *backend) {
 		g := startLateGroup(t, b, "late-group-holder", 5*time.Second)
 		// The elder's attempt queued both; the release hands the lock
@@ -479,9 +504,9 @@ func TestQueueLateGroupAttemptQueuesNoHolder(t *testing.T) {
 // was first in line for the entry's life, and the release handed it the
 // lock, which nobody took for its TTL.)
 func TestQueueLateGroupAttemptQueuesNoDeparted(t *testing.T) {
-	defer rediskit.SetQueueTimes(10*time.Second, 100*time.Millisecond)()
+	defer rediskit.SetQueueTimes(10*time.Second, lateGroupBeat)()
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		g := startLateGroup(t, b, "late-group-departed", 300*time.Millisecond)
+		g := startLateGroup(t, b, "late-group-departed", 2*lateGroupBeat)
 		require.ErrorIs(t, waitFor(t, g.elderErr, 5*time.Second, "the elder"), rediskit.ErrNotObtained)
 		close(g.h.open)
 		waitFor(t, g.h.secondOut, 5*time.Second, "the younger's first attempt")

@@ -32,7 +32,7 @@ func TestTrackerWatchKeepsItsDeadline(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts := c.opts
-			opts.Addr = SilentServer(t)
+			opts.Addr, _ = SilentServer(t)
 			client := redis.NewClient(&opts)
 			defer client.Close()
 			tr := newTracker(client)

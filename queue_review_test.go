@@ -425,16 +425,22 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 	g := newPubsubGate()
 	wClient := gatedClient(t, addr, g)
 	attempts, watching := watchAttempts(wClient, nil)
-	hold := make(chan struct{})
 	h := &stepHook{}
 	wClient.AddHook(h)
+	wLocker := newLocker(t, wClient, noPolling)
+	// The steps below hold W's scripts back until they open them; a test
+	// that fails before that opens them as it ends, before wLocker's Close
+	// waits for those scripts.
+	hold, holdConfirm := make(chan struct{}), make(chan struct{})
+	openHold, openConfirm := sync.OnceFunc(func() { close(hold) }), sync.OnceFunc(func() { close(holdConfirm) })
+	t.Cleanup(func() { openHold(); openConfirm() })
 	type res struct {
 		lk  *rediskit.Lock
 		err error
 	}
 	wGot := make(chan res, 1)
 	go func() {
-		lk, err := newLocker(t, wClient, noPolling).AcquireWithTimeout(ctx, key, 10*time.Second, 30*time.Second)
+		lk, err := wLocker.AcquireWithTimeout(ctx, key, 10*time.Second, 30*time.Second)
 		wGot <- res{lk, err}
 	}()
 	queued(t, admin, key, 1)
@@ -468,7 +474,6 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 	// 3. W's held attempt runs (X holds the lock: W's entry queues again)
 	// and its reply is lost; W's pub/sub catches up, and W hears of the
 	// old hand-over; the script it confirms it with is held back.
-	holdConfirm := make(chan struct{})
 	onDrop := func() {
 		h.dropAcq.Store(false)
 		h.holdAll.Store(&holdConfirm)
@@ -476,7 +481,7 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 	}
 	h.onDrop.Store(&onDrop)
 	h.dropAcq.Store(true)
-	close(hold)
+	openHold()
 	time.Sleep(100 * time.Millisecond)
 
 	// 4. X releases: W's entry is fresh and its Locker listens: handed
@@ -484,7 +489,7 @@ func TestQueueReviewStaleHandOverFence(t *testing.T) {
 	require.NoError(t, x.lk.Release(ctx))
 	time.Sleep(20 * time.Millisecond)
 	t.Logf("after X's release: key %q pttl %v", admin.Get(ctx, key).Val(), admin.PTTL(ctx, key).Val())
-	close(holdConfirm)
+	openConfirm()
 
 	w := waitFor(t, wGot, 15*time.Second, "W")
 	require.NoError(t, w.err)

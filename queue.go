@@ -290,18 +290,19 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 		}
 		sleep = min(sleep, left)
 		if w != nil && !subscribed {
-			// Subscribe, then, at the head of the queue, retry at once
-			// unless the channel was already subscribed: a wake-up
-			// published before it went to nobody. A waiter behind the
-			// head is woken only once its turn comes, which is seldom
-			// that soon; if it was, the wake-up is lost, and the waiter
-			// comes back after its sleep (queueBeat). Waiting for the
-			// confirmation is bounded by the sleep it replaces.
+			// Subscribe, then retry at once unless the channel's
+			// subscription was confirmed already: a wake-up published
+			// before the subscription reached Redis went to nobody, and a
+			// release that met the waiter at the head of the queue then
+			// left the lock free, with the waiter still at the head;
+			// behind the head at the attempt, it would otherwise sleep
+			// queueBeat for nothing. Waiting for the confirmation is
+			// bounded by the sleep it replaces, and confirmWait.
 			wctx, cancel := context.WithTimeout(actx, sleep)
 			ok, joined := n.attach(wctx, w, names.companion+":"+n.id, true, true)
 			cancel()
 			subscribed = ok
-			if ok && !joined && place == 0 {
+			if ok && !joined {
 				continue
 			}
 		}

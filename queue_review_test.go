@@ -646,3 +646,108 @@ func TestQueueReviewStuckFirstRefreshAfterHandOver(t *testing.T) {
 		})
 	}
 }
+
+// heldSubscriptions holds back the (S)SUBSCRIBE commands a client writes
+// until open is closed: until then the server does not know that the
+// client listens.
+type heldSubscriptions struct {
+	net.Conn
+	open <-chan struct{}
+}
+
+func (c heldSubscriptions) Write(p []byte) (int, error) {
+	if bytes.Contains(bytes.ToLower(p), []byte("subscribe")) {
+		<-c.open
+	}
+	return c.Conn.Write(p)
+}
+
+// beforeAttempt holds back the attempt number n of a client (1 for its
+// first) until gate is closed.
+type beforeAttempt struct {
+	n     int32
+	count *atomic.Int32
+	gate  <-chan struct{}
+}
+
+func (h beforeAttempt) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h beforeAttempt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isAttempt(cmd) && h.count.Add(1) == h.n {
+			<-h.gate
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h beforeAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A waiter behind the head whose turn comes before the server knows it
+// listens: the release that finds it at the head cannot tell it, and keeps
+// the lock free for it (it came within listenWait). It looks again once it
+// has subscribed (its subscription confirmed, or confirmWait passed),
+// rather than sleep the beat a waiter behind the head sleeps (here 10 s:
+// it slept that long before). That second attempt is held back until the
+// lock is free, so that it comes after the releases however slow the
+// machine.
+func TestQueueReviewTurnBeforeSubscribed(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 10*time.Second)()
+	addr, admin, key := standaloneKey(t, "turn-before-it-listens")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type res struct {
+		lk  *rediskit.Lock
+		err error
+	}
+	acquire := func(l *rediskit.Locker) <-chan res {
+		got := make(chan res, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
+			got <- res{lk, err}
+		}()
+		return got
+	}
+	other := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	holder, err := newLocker(t, other()).TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	// W1, the head, listens.
+	w1 := acquire(newLocker(t, other(), noPolling))
+	queued(t, admin, key, 1)
+	time.Sleep(300 * time.Millisecond) // subscribed
+	// W2, behind it, does not yet.
+	open := make(chan struct{})
+	w2Client := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return heldSubscriptions{conn, open}, nil
+	}})
+	t.Cleanup(func() { _ = w2Client.Close() })
+	free := make(chan struct{})
+	w2Client.AddHook(beforeAttempt{2, new(atomic.Int32), free})
+	w2Locker := newLocker(t, w2Client, noPolling)
+	subscribe, freed := sync.OnceFunc(func() { close(open) }), sync.OnceFunc(func() { close(free) })
+	t.Cleanup(func() { subscribe(); freed() }) // before w2Locker's Close waits for them
+	w2 := acquire(w2Locker)
+	queued(t, admin, key, 2)
+
+	// The lock goes to W1, whose release finds W2 at the head.
+	require.NoError(t, holder.Release(ctx))
+	r1 := waitFor(t, w1, 5*time.Second, "W1")
+	require.NoError(t, r1.err)
+	require.NoError(t, r1.lk.Release(ctx))
+	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for W2")
+	freed()
+	subscribe()
+	r2 := waitFor(t, w2, 5*time.Second, "W2")
+	require.NoError(t, r2.err)
+	require.NoError(t, r2.lk.Release(ctx))
+	assertNothingLeft(t, admin, key)
+}

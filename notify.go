@@ -793,6 +793,21 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 	return ghost
 }
 
+// pendingConfirmation returns the confirmation of w's subscription to its channel
+// while Redis has not confirmed it (nil once it has, or when w has none):
+// until then, a wake-up published to w goes to nobody.
+func (n *notifier) pendingConfirmation(w *waiter) <-chan struct{} {
+	if w == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.ch == nil || w.ch.isConfirmed() {
+		return nil
+	}
+	return w.ch.confirmed
+}
+
 // moved reports whether w's channel left its subscription because its slot
 // moved to another node; w should then be unwatched and watch again.
 func (n *notifier) moved(w *waiter) bool {

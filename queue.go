@@ -242,6 +242,10 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			lk.args.acquire = append(slices.Clip(lk.args.acquire), group...)
 		}
 		last = &lk.args
+		// Sent before its subscription is confirmed, the attempt may be
+		// followed by a release that meets the waiter at the head of the
+		// queue and tells nobody: the confirmation then wakes it (below).
+		unconfirmed := n.pendingConfirmation(w)
 		sent := time.Now()
 		g, err := l.store.obtain(actx, &lk.args, ttl)
 		if first {
@@ -317,7 +321,17 @@ func (l *Locker) acquireQueued(ctx, actx context.Context, key string, names *loc
 			kt.stop()
 			kt.armed = false
 		}
+		confirming := changed == nil && unconfirmed != nil
+		if confirming {
+			changed = unconfirmed
+		}
 		woken, fired, err := pause(ctx, max(sleep-time.Since(began), 0), w, changed)
+		if confirming && fired {
+			// Subscribed now, the waiter looks: a release since its
+			// attempt may have left the lock free for it, and told
+			// nobody.
+			fired, woken = false, true
+		}
 		if err == nil && fired && !woken && w != nil && n.inRelease(names.key) {
 			// A release of this Locker's changed the key: it may be
 			// handing the lock over to this waiter, which then needs no

@@ -662,6 +662,21 @@ func (c heldSubscriptions) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// heldSubscriptionsClient returns a client of addr whose (S)SUBSCRIBEs
+// wait until open is closed, closed when the test ends.
+func heldSubscriptionsClient(t *testing.T, addr string, open <-chan struct{}) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return heldSubscriptions{conn, open}, nil
+	}})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // beforeAttempt holds back the attempt number n of a client (1 for its
 // first) until gate is closed.
 type beforeAttempt struct {
@@ -721,15 +736,7 @@ func TestQueueReviewTurnBeforeSubscribed(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // subscribed
 	// W2, behind it, does not yet.
 	open := make(chan struct{})
-	w2Client := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return heldSubscriptions{conn, open}, nil
-	}})
-	t.Cleanup(func() { _ = w2Client.Close() })
+	w2Client := heldSubscriptionsClient(t, addr, open)
 	free := make(chan struct{})
 	w2Client.AddHook(beforeAttempt{2, new(atomic.Int32), free})
 	w2Locker := newLocker(t, w2Client, noPolling)
@@ -749,5 +756,75 @@ func TestQueueReviewTurnBeforeSubscribed(t *testing.T) {
 	r2 := waitFor(t, w2, 5*time.Second, "W2")
 	require.NoError(t, r2.err)
 	require.NoError(t, r2.lk.Release(ctx))
+	assertNothingLeft(t, admin, key)
+}
+
+// The same, for a waiter that first waited in process behind its own
+// Locker's lock: its subscription, made as it began to wait, is not
+// confirmed when the release gives the lock to another process's waiters,
+// who came earlier, and queues it behind them; the second of them to
+// release meets it at the head. Its subscription's confirmation makes it
+// look (it slept the 10 s beat before). The SUBSCRIBE is held for the
+// tens of milliseconds the releases take; held past confirmWait (1 s), the
+// Locker's write of it times out, and the test shows another path: how
+// go-redis subscribes the channel again.
+func TestQueueReviewLocalWaiterTurnBeforeSubscribed(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 10*time.Second)()
+	addr, admin, key := standaloneKey(t, "local-turn-before-it-listens")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type res struct {
+		lk  *rediskit.Lock
+		err error
+	}
+	acquire := func(l *rediskit.Locker) <-chan res {
+		got := make(chan res, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
+			got <- res{lk, err}
+		}()
+		return got
+	}
+	other := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	// A holds the lock, on a client whose SUBSCRIBEs wait.
+	open := make(chan struct{})
+	aClient := heldSubscriptionsClient(t, addr, open)
+	aLocker := newLocker(t, aClient, noPolling)
+	subscribe := sync.OnceFunc(func() { close(open) })
+	t.Cleanup(subscribe) // before aLocker's Close waits for its writer
+	holder, err := aLocker.TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	// B and C, of other processes, wait, listening.
+	b := acquire(newLocker(t, other(), noPolling))
+	queued(t, admin, key, 1)
+	c := acquire(newLocker(t, other(), noPolling))
+	queued(t, admin, key, 2)
+	time.Sleep(300 * time.Millisecond) // subscribed
+	// G waits in process behind A's lock.
+	attempts, watching := watchAttempts(aClient, nil)
+	watching.Store(true)
+	g := acquire(aLocker)
+	require.Eventually(t, func() bool { return rediskit.LocalWaiters(aLocker, key) == 1 },
+		5*time.Second, time.Millisecond, "G waits in process")
+
+	// A's release gives the lock to B, which came first, and queues G
+	// behind C; G's own attempt finds it there.
+	require.NoError(t, holder.Release(ctx))
+	rb := waitFor(t, b, 5*time.Second, "B")
+	require.NoError(t, rb.err)
+	waitFor(t, attempts, 5*time.Second, "G's attempt")
+	require.NoError(t, rb.lk.Release(ctx))
+	rc := waitFor(t, c, 5*time.Second, "C")
+	require.NoError(t, rc.err)
+	require.NoError(t, rc.lk.Release(ctx)) // meets G at the head
+	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for G")
+	subscribe()
+	rg := waitFor(t, g, 5*time.Second, "G")
+	require.NoError(t, rg.err)
+	require.NoError(t, rg.lk.Release(ctx))
 	assertNothingLeft(t, admin, key)
 }

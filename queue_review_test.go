@@ -698,6 +698,33 @@ func (h beforeAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	return next
 }
 
+// lockResult is what an acquisition returned.
+type lockResult struct {
+	lk  *rediskit.Lock
+	err error
+}
+
+// waitersOf returns, for the lock on key of the Redis at addr, acquire,
+// which starts an AcquireWithTimeout (TTL a minute, wait 30 s) of a Locker
+// and returns its result's channel, and other, which returns a new client,
+// as another process would have, closed when the test ends.
+func waitersOf(t *testing.T, ctx context.Context, addr, key string) (acquire func(*rediskit.Locker) <-chan lockResult, other func() *redis.Client) {
+	acquire = func(l *rediskit.Locker) <-chan lockResult {
+		got := make(chan lockResult, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
+			got <- lockResult{lk, err}
+		}()
+		return got
+	}
+	other = func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	return acquire, other
+}
+
 // A waiter behind the head whose turn comes before the server knows it
 // listens: the release that finds it at the head cannot tell it, and keeps
 // the lock free for it (it came within listenWait). It looks again once it
@@ -711,23 +738,7 @@ func TestQueueReviewTurnBeforeSubscribed(t *testing.T) {
 	addr, admin, key := standaloneKey(t, "turn-before-it-listens")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	type res struct {
-		lk  *rediskit.Lock
-		err error
-	}
-	acquire := func(l *rediskit.Locker) <-chan res {
-		got := make(chan res, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-			got <- res{lk, err}
-		}()
-		return got
-	}
-	other := func() *redis.Client {
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	acquire, other := waitersOf(t, ctx, addr, key)
 	holder, err := newLocker(t, other()).TryAcquire(ctx, key, time.Minute)
 	require.NoError(t, err)
 	// W1, the head, listens.
@@ -773,23 +784,7 @@ func TestQueueReviewLocalWaiterTurnBeforeSubscribed(t *testing.T) {
 	addr, admin, key := standaloneKey(t, "local-turn-before-it-listens")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	type res struct {
-		lk  *rediskit.Lock
-		err error
-	}
-	acquire := func(l *rediskit.Locker) <-chan res {
-		got := make(chan res, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-			got <- res{lk, err}
-		}()
-		return got
-	}
-	other := func() *redis.Client {
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	acquire, other := waitersOf(t, ctx, addr, key)
 	// A holds the lock, on a client whose SUBSCRIBEs wait.
 	open := make(chan struct{})
 	aClient := heldSubscriptionsClient(t, addr, open)

@@ -106,8 +106,7 @@ func SilentServer(t *testing.T) (addr string, cut func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	var mu sync.Mutex
-	var conns []net.Conn
+	var conns []net.Conn // the accepting goroutine's, then cut's once it is done
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -116,9 +115,7 @@ func SilentServer(t *testing.T) (addr string, cut func()) {
 			if err != nil {
 				return
 			}
-			mu.Lock()
 			conns = append(conns, c)
-			mu.Unlock()
 		}
 	}()
 	cut = sync.OnceFunc(func() {

@@ -793,9 +793,9 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 	return ghost
 }
 
-// pendingConfirmation returns the confirmation of w's subscription to its channel
-// while Redis has not confirmed it (nil once it has, or when w has none):
-// until then, a wake-up published to w goes to nobody.
+// pendingConfirmation returns the confirmation of w's subscription to its
+// channel while Redis has not confirmed it (nil once it has, or when w has
+// none): until then, a wake-up published to w goes to nobody.
 func (n *notifier) pendingConfirmation(w *waiter) <-chan struct{} {
 	if w == nil {
 		return nil

@@ -45,6 +45,10 @@ var (
 // the waiter goes on with backoff alone.
 const confirmWait = time.Second
 
+// subscribeRetry is the pause before a (S)SUBSCRIBE whose write failed is
+// written again.
+const subscribeRetry = 100 * time.Millisecond
+
 type notifyMode int
 
 const (
@@ -470,8 +474,9 @@ func (sub *subscription) unconfirmed(name string) bool {
 }
 
 // write makes the subscription's queued writes, in order, until it ends.
-// Each is bounded by confirmWait; one that fails leaves its waiters on
-// backoff alone, as a lost message would.
+// Each is bounded by confirmWait. A subscribe that fails is written again
+// until it goes through or the subscription ends; meanwhile its waiters
+// rely on backoff, as after a lost message.
 func (n *notifier) write(sub *subscription) {
 	defer n.running.Done()
 	defer close(sub.wdone)
@@ -503,10 +508,28 @@ func (n *notifier) write(sub *subscription) {
 				err = sub.ps.Unsubscribe(ctx, op.name)
 			}
 			cancel()
-			if err != nil && !op.subscribe {
-				n.mu.Lock()
+			if err == nil {
+				continue
+			}
+			n.mu.Lock()
+			if !op.subscribe {
 				sub.unconfirmed(op.name) // no confirmation will come
 				n.mu.Unlock()
+				continue
+			}
+			// A failed write breaks the connection, and go-redis dials
+			// a new one at once, subscribed to the channels it knew
+			// before this one: the channel would stay deaf. Write it
+			// again, before the writes queued after it, once a pause
+			// has passed (the node may be down).
+			sub.ops = slices.Insert(sub.ops, 0, op)
+			n.mu.Unlock()
+			pause := time.NewTimer(subscribeRetry)
+			select {
+			case <-sub.quit:
+				pause.Stop()
+				return
+			case <-pause.C:
 			}
 		}
 	}

@@ -823,3 +823,91 @@ func TestQueueReviewLocalWaiterTurnBeforeSubscribed(t *testing.T) {
 	require.NoError(t, rg.lk.Release(ctx))
 	assertNothingLeft(t, admin, key)
 }
+
+// brokenSubscribe breaks its connection under the first (S)SUBSCRIBE it is
+// asked to write that names match, as a connection that broke then would:
+// the write fails.
+type brokenSubscribe struct {
+	net.Conn
+	match string
+	fired *atomic.Bool
+	done  chan struct{}
+}
+
+func (c brokenSubscribe) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("subscribe")) && bytes.Contains(p, []byte(c.match)) && c.fired.CompareAndSwap(false, true) {
+		_ = c.Conn.Close()
+		close(c.done)
+		return 0, fmt.Errorf("injected: connection broken under a subscribe of %s", c.match)
+	}
+	return c.Conn.Write(p)
+}
+
+// A SUBSCRIBE whose write fails makes go-redis reconnect at once and
+// subscribe the new connection to the channels it knew, which do not yet
+// include the one that write was for. Before the fix the Locker left it
+// so: deaf on that channel while it lingered, its waiters heard no release
+// and slept their beat (here 10 s; on real Redis, key tracking still woke
+// the head). The Locker now writes a failed SUBSCRIBE again. (Its
+// connection already listens on another key's channel: go-redis v9.5
+// races with itself when the first SUBSCRIBE of a connection fails while
+// its first receive starts.)
+func TestQueueReviewFailedSubscribeIsWrittenAgain(t *testing.T) {
+	defer rediskit.SetQueueTimes(10*time.Second, 10*time.Second)()
+	run := func(t *testing.T, addr string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		prefix := "rkqueue:" + time.Now().Format("150405.000000")
+		first, key := prefix+":first-channel", prefix+":deaf-channel"
+		acquire, other := waitersOf(t, ctx, addr, key)
+		admin := other()
+		holders := newLocker(t, other())
+		firstHolder, err := holders.TryAcquire(ctx, first, time.Minute)
+		require.NoError(t, err)
+		holder, err := holders.TryAcquire(ctx, key, time.Minute)
+		require.NoError(t, err)
+
+		broken := make(chan struct{})
+		fired := new(atomic.Bool)
+		wClient := redis.NewClient(&redis.Options{Addr: addr, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return brokenSubscribe{conn, key, fired, broken}, nil
+		}})
+		t.Cleanup(func() { _ = wClient.Close() })
+		wLocker := newLocker(t, wClient, noPolling)
+		subscribed := func(k string) func() bool {
+			return func() bool {
+				chans, err := admin.PubSubChannels(ctx, "*"+k+"*").Result()
+				return err == nil && len(chans) > 0
+			}
+		}
+		firstWaiter := make(chan lockResult, 1)
+		go func() {
+			lk, err := wLocker.AcquireWithTimeout(ctx, first, time.Minute, 30*time.Second)
+			firstWaiter <- lockResult{lk, err}
+		}()
+		require.Eventually(t, subscribed(first), 5*time.Second, 10*time.Millisecond, "the first waiter's channel")
+
+		w := acquire(wLocker)
+		queued(t, admin, key, 1)
+		waitFor(t, broken, 5*time.Second, "the subscribe's failure")
+		assert.Eventually(t, subscribed(key), 5*time.Second, 10*time.Millisecond, "the waiter's channel is subscribed again")
+		assert.True(t, subscribed(first)(), "the first waiter's channel, subscribed again by go-redis")
+		require.NoError(t, holder.Release(ctx))
+		r := waitFor(t, w, 5*time.Second, "the waiter, told of the release")
+		require.NoError(t, r.err)
+		require.NoError(t, r.lk.Release(ctx))
+		assertNothingLeft(t, admin, key)
+
+		require.NoError(t, firstHolder.Release(ctx))
+		r = waitFor(t, firstWaiter, 5*time.Second, "the first waiter")
+		require.NoError(t, r.err)
+		require.NoError(t, r.lk.Release(ctx))
+	}
+	t.Run("miniredis", func(t *testing.T) { run(t, miniredis.RunT(t).Addr()) })
+	t.Run("standalone", func(t *testing.T) { run(t, requireStandalone(t)) })
+}

@@ -521,7 +521,12 @@ func (n *notifier) write(sub *subscription) {
 			// a new one at once, subscribed to the channels it knew
 			// before this one: the channel would stay deaf. Write it
 			// again, before the writes queued after it, once a pause
-			// has passed (the node may be down).
+			// has passed (the node may be down), unless it is wanted no
+			// more (its waiters left, or its slot moved away).
+			if sub.channels[op.name] == nil {
+				n.mu.Unlock()
+				continue
+			}
 			sub.ops = slices.Insert(sub.ops, 0, op)
 			n.mu.Unlock()
 			pause := time.NewTimer(subscribeRetry)

@@ -142,8 +142,10 @@ type subOp struct {
 
 // channel holds the goroutines waiting on one key, oldest first.
 type channel struct {
-	name      string
-	confirmed chan struct{} // closed when the server confirms the subscription
+	name string
+	// confirmed is closed when the server confirms the subscription, and
+	// made anew when the channel is subscribed again.
+	confirmed chan struct{}
 	waiters   []*waiter
 	moved     bool // the server unsubscribed it: its slot moved
 	// linger keeps the channel subscribed for notifyLinger after its last
@@ -369,6 +371,7 @@ func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger, c
 	}
 	w.sub, w.ch = sub, ch
 	ch.waiters = append(ch.waiters, w)
+	confirmed := ch.confirmed
 	n.mu.Unlock()
 	if !confirm {
 		return true, joined
@@ -377,7 +380,7 @@ func (n *notifier) attach(ctx context.Context, w *waiter, name string, linger, c
 	t := time.NewTimer(confirmWait)
 	defer t.Stop()
 	select {
-	case <-ch.confirmed:
+	case <-confirmed:
 	case <-ctx.Done():
 	case <-t.C:
 	}
@@ -640,6 +643,7 @@ func (n *notifier) receive(sub *subscription) {
 	broken := false // the connection broke and has not been seen working since
 	for {
 		msg, err := sub.ps.ReceiveTimeout(ctx, n.tick)
+		resubscribed := false // each channel, on its own, in this round
 		n.mu.Lock()
 		if n.closed || n.subs[sub.node] != sub {
 			n.mu.Unlock()
@@ -656,7 +660,8 @@ func (n *notifier) receive(sub *subscription) {
 				// Messages may have been lost meanwhile: every waiter
 				// retries.
 				broken = false
-				sub.wakeAll(n.mode == notifySharded)
+				resubscribed = n.mode == notifySharded
+				sub.wakeAll(resubscribed)
 			}
 		}
 		if time.Since(sub.reaped) >= n.tick {
@@ -689,15 +694,17 @@ func (n *notifier) receive(sub *subscription) {
 					sub.movedAway(name, ch)
 				}
 			}
-		case errors.As(err, &replyErr):
+		case errors.As(err, &replyErr) && !resubscribed:
 			// A reply to a (re)subscription, not a broken connection:
 			// CROSSSLOT (see above), NOPERM for a user without channel
 			// permissions. The reply does not name its channel, so the
 			// waiters still waiting for a confirmation stop waiting, and
-			// rely on backoff.
+			// rely on backoff. (Once every channel is subscribed again
+			// on its own, the confirmations come.)
 			for _, ch := range sub.channels {
 				ch.confirm()
 			}
+		case errors.As(err, &replyErr):
 		case !broken:
 			// The connection broke and messages may be lost: every waiter
 			// retries now, then backs off as usual while it is down.
@@ -718,11 +725,17 @@ func (n *notifier) receive(sub *subscription) {
 }
 
 // wakeAll wakes every waiter of the subscription, after subscribing each
-// channel again if resubscribe. The caller holds n.mu.
+// channel again if resubscribe. A channel subscribed again counts as
+// unconfirmed until Redis confirms it anew: a waiter whose attempt goes
+// out before that is woken by the confirmation (see pendingConfirmation),
+// since a release meanwhile would tell nobody. The caller holds n.mu.
 func (sub *subscription) wakeAll(resubscribe bool) {
 	for name, ch := range sub.channels {
 		if resubscribe {
 			sub.enqueue(subOp{subscribe: true, name: name})
+			if ch.isConfirmed() {
+				ch.confirmed = make(chan struct{})
+			}
 		}
 		for _, w := range ch.waiters {
 			w.signal()

@@ -911,3 +911,123 @@ func TestQueueReviewFailedSubscribeIsWrittenAgain(t *testing.T) {
 	t.Run("miniredis", func(t *testing.T) { run(t, miniredis.RunT(t).Addr()) })
 	t.Run("standalone", func(t *testing.T) { run(t, requireStandalone(t)) })
 }
+
+// gatedShardSubscribes holds back, while its gate is armed, the
+// SSUBSCRIBEs a client writes that name exactly one of two channels; one
+// naming both (go-redis's resubscription after a reconnect) goes through.
+type gatedShardSubscribes struct {
+	net.Conn
+	gate *shardGate
+}
+
+type shardGate struct {
+	channels [2]string // set before armed
+	armed    atomic.Bool
+	held     chan struct{} // closed when a write is first held
+	open     chan struct{}
+	once     sync.Once
+	conns    sync.Map // the connections that wrote an SSUBSCRIBE
+}
+
+func (c gatedShardSubscribes) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("ssubscribe")) {
+		c.gate.conns.Store(c.Conn, true)
+		if c.gate.armed.Load() && bytes.Contains(p, []byte(c.gate.channels[0])) != bytes.Contains(p, []byte(c.gate.channels[1])) {
+			c.gate.once.Do(func() { close(c.gate.held) })
+			<-c.gate.open
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// After a Cluster node's pub/sub connection breaks, go-redis resubscribes
+// its channels in one SSUBSCRIBE, refused (CROSSSLOT) when they lie in
+// several slots, and the Locker subscribes each again on its own while it
+// wakes its waiters. A waiter whose attempt goes out before its channel's
+// new subscription reaches Redis, and whose turn then comes, is told of it
+// by nobody: the release publishes to no subscriber and leaves the lock
+// free for it. Before the fix it slept the beat a waiter behind the head
+// sleeps (here 10 s); now the channel counts as unconfirmed again, and its
+// confirmation wakes the waiter.
+func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
+	t.Cleanup(rediskit.SetQueueTimes(10*time.Second, 10*time.Second)) // after the Lockers' Close
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := clusterClient(t, nil)
+	node := clusterMasters(t, admin)[0]
+	keys := keysOn(t, admin, uniquePrefix("shard-turn"), node.addr, 2)
+	key, other := keys[0], keys[1]
+	holders := newLocker(t, clusterClient(t, nil))
+	holder, err := holders.TryAcquire(ctx, key, time.Minute)
+	require.NoError(t, err)
+	otherHolder, err := holders.TryAcquire(ctx, other, time.Minute)
+	require.NoError(t, err)
+	subscribed := func(l *rediskit.Locker, k string) func() bool {
+		return func() bool { return shardSubscribers(t, node.c, channelOf(l, k)) == 1 }
+	}
+	acquire := func(l *rediskit.Locker, k string) <-chan lockResult {
+		got := make(chan lockResult, 1)
+		go func() {
+			lk, err := l.AcquireWithTimeout(ctx, k, time.Minute, 30*time.Second)
+			got <- lockResult{lk, err}
+		}()
+		return got
+	}
+
+	// W1, the head, listens.
+	l1 := newLocker(t, clusterClient(t, nil), noPolling)
+	w1 := acquire(l1, key)
+	queued(t, admin, key, 1)
+	require.Eventually(t, subscribed(l1, key), 5*time.Second, 10*time.Millisecond, "W1's channel")
+	// W2, behind it, and W3, on the other key, share a Locker whose
+	// SSUBSCRIBEs of one channel the gate holds back once armed.
+	gate := &shardGate{held: make(chan struct{}), open: make(chan struct{})}
+	l2Client := clusterClient(t, func(o *redis.ClusterOptions) {
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return gatedShardSubscribes{conn, gate}, nil
+		}
+	})
+	l2 := newLocker(t, l2Client, noPolling)
+	gate.channels = [2]string{channelOf(l2, key), channelOf(l2, other)}
+	opened := sync.OnceFunc(func() { close(gate.open) })
+	t.Cleanup(opened) // before l2's Close waits for its writer
+	w2, w3 := acquire(l2, key), acquire(l2, other)
+	queued(t, admin, key, 2)
+	queued(t, admin, other, 1)
+	require.Eventually(t, subscribed(l2, key), 5*time.Second, 10*time.Millisecond, "W2's channel")
+	require.Eventually(t, subscribed(l2, other), 5*time.Second, 10*time.Millisecond, "W3's channel")
+
+	// W2's pub/sub connection breaks; go-redis's resubscription is
+	// refused, and the Locker's own is held back.
+	gate.armed.Store(true)
+	gate.conns.Range(func(c, _ any) bool {
+		_ = c.(net.Conn).Close()
+		return true
+	})
+	waitFor(t, gate.held, 5*time.Second, "the Locker's SSUBSCRIBE after the break")
+	time.Sleep(300 * time.Millisecond) // W2, woken, has made its attempt
+
+	// The lock goes to W1, whose release finds W2 at the head, not
+	// listening.
+	require.NoError(t, holder.Release(ctx))
+	r1 := waitFor(t, w1, 5*time.Second, "W1")
+	require.NoError(t, r1.err)
+	require.NoError(t, r1.lk.Release(ctx))
+	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for W2")
+	opened()
+	r2 := waitFor(t, w2, 5*time.Second, "W2, once subscribed again")
+	require.NoError(t, r2.err)
+	require.NoError(t, r2.lk.Release(ctx))
+	assertNothingLeft(t, admin, key)
+
+	require.NoError(t, otherHolder.Release(ctx))
+	r3 := waitFor(t, w3, 5*time.Second, "W3")
+	require.NoError(t, r3.err)
+	require.NoError(t, r3.lk.Release(ctx))
+	assertNothingLeft(t, admin, other)
+}

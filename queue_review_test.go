@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -992,7 +993,15 @@ func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 			return gatedShardSubscribes{conn, gate}, nil
 		}
 	})
-	l2 := newLocker(t, l2Client, noPolling)
+	contended := make(chan struct{}, 100) // W2's failed attempts
+	l2 := newLocker(t, l2Client, noPolling, rediskit.WithHook(func(e rediskit.Event) {
+		if e.Kind == rediskit.EventContended && strings.HasSuffix(e.Key, key) {
+			select {
+			case contended <- struct{}{}:
+			default:
+			}
+		}
+	}))
 	gate.channels = [2]string{channelOf(l2, key), channelOf(l2, other)}
 	opened := sync.OnceFunc(func() { close(gate.open) })
 	t.Cleanup(opened) // before l2's Close waits for its writer
@@ -1003,14 +1012,27 @@ func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 	require.Eventually(t, subscribed(l2, other), 5*time.Second, 10*time.Millisecond, "W3's channel")
 
 	// W2's pub/sub connection breaks; go-redis's resubscription is
-	// refused, and the Locker's own is held back.
+	// refused, and the Locker's own is held back. W2, woken by both, makes
+	// an attempt after the second (the Locker's resubscription comes
+	// before the held write): its attempts are over once none has come
+	// for a while.
+	for len(contended) > 0 {
+		<-contended
+	}
 	gate.armed.Store(true)
 	gate.conns.Range(func(c, _ any) bool {
 		_ = c.(net.Conn).Close()
 		return true
 	})
 	waitFor(t, gate.held, 5*time.Second, "the Locker's SSUBSCRIBE after the break")
-	time.Sleep(300 * time.Millisecond) // W2, woken, has made its attempt
+	waitFor(t, contended, 5*time.Second, "W2's attempt after the break")
+	for quiet := false; !quiet; {
+		select {
+		case <-contended:
+		case <-time.After(250 * time.Millisecond):
+			quiet = true
+		}
+	}
 
 	// The lock goes to W1, whose release finds W2 at the head, not
 	// listening.

@@ -699,12 +699,14 @@ func (n *notifier) receive(sub *subscription) {
 			// CROSSSLOT (see above), NOPERM for a user without channel
 			// permissions. The reply does not name its channel, so the
 			// waiters still waiting for a confirmation stop waiting, and
-			// rely on backoff. (Once every channel is subscribed again
-			// on its own, the confirmations come.)
+			// rely on backoff.
 			for _, ch := range sub.channels {
 				ch.confirm()
 			}
 		case errors.As(err, &replyErr):
+			// go-redis's resubscription refused, in the round where
+			// each channel is subscribed again on its own: their
+			// confirmations are to come.
 		case !broken:
 			// The connection broke and messages may be lost: every waiter
 			// retries now, then backs off as usual while it is down.

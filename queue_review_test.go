@@ -699,6 +699,15 @@ func (h beforeAttempt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	return next
 }
 
+// takeTurn waits up to 5 s for an acquisition's result, requires the
+// lock, and releases it.
+func takeTurn(t *testing.T, ctx context.Context, got <-chan lockResult, what string) {
+	t.Helper()
+	r := waitFor(t, got, 5*time.Second, what)
+	require.NoError(t, r.err, what)
+	require.NoError(t, r.lk.Release(ctx), what)
+}
+
 // lockResult is what an acquisition returned.
 type lockResult struct {
 	lk  *rediskit.Lock
@@ -759,15 +768,11 @@ func TestQueueReviewTurnBeforeSubscribed(t *testing.T) {
 
 	// The lock goes to W1, whose release finds W2 at the head.
 	require.NoError(t, holder.Release(ctx))
-	r1 := waitFor(t, w1, 5*time.Second, "W1")
-	require.NoError(t, r1.err)
-	require.NoError(t, r1.lk.Release(ctx))
+	takeTurn(t, ctx, w1, "W1")
 	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for W2")
 	freed()
 	subscribe()
-	r2 := waitFor(t, w2, 5*time.Second, "W2")
-	require.NoError(t, r2.err)
-	require.NoError(t, r2.lk.Release(ctx))
+	takeTurn(t, ctx, w2, "W2")
 	assertNothingLeft(t, admin, key)
 }
 
@@ -814,14 +819,10 @@ func TestQueueReviewLocalWaiterTurnBeforeSubscribed(t *testing.T) {
 	require.NoError(t, rb.err)
 	waitFor(t, attempts, 5*time.Second, "G's attempt")
 	require.NoError(t, rb.lk.Release(ctx))
-	rc := waitFor(t, c, 5*time.Second, "C")
-	require.NoError(t, rc.err)
-	require.NoError(t, rc.lk.Release(ctx)) // meets G at the head
+	takeTurn(t, ctx, c, "C") // meets G at the head
 	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for G")
 	subscribe()
-	rg := waitFor(t, g, 5*time.Second, "G")
-	require.NoError(t, rg.err)
-	require.NoError(t, rg.lk.Release(ctx))
+	takeTurn(t, ctx, g, "G")
 	assertNothingLeft(t, admin, key)
 }
 
@@ -899,15 +900,11 @@ func TestQueueReviewFailedSubscribeIsWrittenAgain(t *testing.T) {
 		assert.Eventually(t, subscribed(key), 5*time.Second, 10*time.Millisecond, "the waiter's channel is subscribed again")
 		assert.True(t, subscribed(first)(), "the first waiter's channel, subscribed again by go-redis")
 		require.NoError(t, holder.Release(ctx))
-		r := waitFor(t, w, 5*time.Second, "the waiter, told of the release")
-		require.NoError(t, r.err)
-		require.NoError(t, r.lk.Release(ctx))
+		takeTurn(t, ctx, w, "the waiter, told of the release")
 		assertNothingLeft(t, admin, key)
 
 		require.NoError(t, firstHolder.Release(ctx))
-		r = waitFor(t, firstWaiter, 5*time.Second, "the first waiter")
-		require.NoError(t, r.err)
-		require.NoError(t, r.lk.Release(ctx))
+		takeTurn(t, ctx, firstWaiter, "the first waiter")
 	}
 	t.Run("miniredis", func(t *testing.T) { run(t, miniredis.RunT(t).Addr()) })
 	t.Run("standalone", func(t *testing.T) { run(t, requireStandalone(t)) })
@@ -1037,19 +1034,13 @@ func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 	// The lock goes to W1, whose release finds W2 at the head, not
 	// listening.
 	require.NoError(t, holder.Release(ctx))
-	r1 := waitFor(t, w1, 5*time.Second, "W1")
-	require.NoError(t, r1.err)
-	require.NoError(t, r1.lk.Release(ctx))
+	takeTurn(t, ctx, w1, "W1")
 	assert.Zero(t, admin.Exists(ctx, key).Val(), "the lock is kept free for W2")
 	opened()
-	r2 := waitFor(t, w2, 5*time.Second, "W2, once subscribed again")
-	require.NoError(t, r2.err)
-	require.NoError(t, r2.lk.Release(ctx))
+	takeTurn(t, ctx, w2, "W2, once subscribed again")
 	assertNothingLeft(t, admin, key)
 
 	require.NoError(t, otherHolder.Release(ctx))
-	r3 := waitFor(t, w3, 5*time.Second, "W3")
-	require.NoError(t, r3.err)
-	require.NoError(t, r3.lk.Release(ctx))
+	takeTurn(t, ctx, w3, "W3")
 	assertNothingLeft(t, admin, other)
 }

@@ -694,19 +694,24 @@ func (n *notifier) receive(sub *subscription) {
 					sub.movedAway(name, ch)
 				}
 			}
-		case errors.As(err, &replyErr) && !resubscribed:
-			// A reply to a (re)subscription, not a broken connection:
-			// CROSSSLOT (see above), NOPERM for a user without channel
-			// permissions. The reply does not name its channel, so the
-			// waiters still waiting for a confirmation stop waiting, and
-			// rely on backoff.
+		case errors.As(err, &replyErr) && n.mode == notifySharded && strings.HasPrefix(replyErr.Error(), "CROSSSLOT"):
+			// go-redis's resubscription of the node's channels in one
+			// SSUBSCRIBE (see above), refused, whether or not this loop
+			// saw the connection break (the writer's failed subscribe
+			// may have broken it), and however late the refusal comes:
+			// each channel is subscribed again on its own, once per
+			// round. Their confirmations are to come.
+			if !resubscribed {
+				sub.wakeAll(true)
+			}
+		case errors.As(err, &replyErr):
+			// A reply to a subscription, not a broken connection:
+			// NOPERM for a user without channel permissions. The reply
+			// does not name its channel, so the waiters still waiting
+			// for a confirmation stop waiting, and rely on backoff.
 			for _, ch := range sub.channels {
 				ch.confirm()
 			}
-		case errors.As(err, &replyErr):
-			// go-redis's resubscription refused, in the round where
-			// each channel is subscribed again on its own: their
-			// confirmations are to come.
 		case !broken:
 			// The connection broke and messages may be lost: every waiter
 			// retries now, then backs off as usual while it is down.

@@ -912,14 +912,18 @@ func TestQueueReviewFailedSubscribeIsWrittenAgain(t *testing.T) {
 
 // gatedShardSubscribes holds back, while its gate is armed, the
 // SSUBSCRIBEs a client writes that name exactly one of two channels; one
-// naming both (go-redis's resubscription after a reconnect) goes through.
+// naming both (go-redis's resubscription after a reconnect) goes through,
+// and with the gate's late set, the read that follows it waits until that
+// read's deadline (the Locker's receive tick, 1 s) has passed.
 type gatedShardSubscribes struct {
 	net.Conn
-	gate *shardGate
+	gate      *shardGate
+	delayRead atomic.Bool
 }
 
 type shardGate struct {
 	channels [2]string // set before armed
+	late     bool      // set before armed
 	armed    atomic.Bool
 	held     chan struct{} // closed when a write is first held
 	open     chan struct{}
@@ -927,15 +931,27 @@ type shardGate struct {
 	conns    sync.Map // the connections that wrote an SSUBSCRIBE
 }
 
-func (c gatedShardSubscribes) Write(p []byte) (int, error) {
+func (c *gatedShardSubscribes) Write(p []byte) (int, error) {
 	if bytes.Contains(p, []byte("ssubscribe")) {
 		c.gate.conns.Store(c.Conn, true)
-		if c.gate.armed.Load() && bytes.Contains(p, []byte(c.gate.channels[0])) != bytes.Contains(p, []byte(c.gate.channels[1])) {
-			c.gate.once.Do(func() { close(c.gate.held) })
-			<-c.gate.open
+		if c.gate.armed.Load() {
+			switch one, other := bytes.Contains(p, []byte(c.gate.channels[0])), bytes.Contains(p, []byte(c.gate.channels[1])); {
+			case one != other:
+				c.gate.once.Do(func() { close(c.gate.held) })
+				<-c.gate.open
+			case one && c.gate.late:
+				c.delayRead.Store(true)
+			}
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *gatedShardSubscribes) Read(p []byte) (int, error) {
+	if c.delayRead.CompareAndSwap(true, false) {
+		time.Sleep(1500 * time.Millisecond)
+	}
+	return c.Conn.Read(p)
 }
 
 // After a Cluster node's pub/sub connection breaks, go-redis resubscribes
@@ -946,9 +962,16 @@ func (c gatedShardSubscribes) Write(p []byte) (int, error) {
 // by nobody: the release publishes to no subscriber and leaves the lock
 // free for it. Before the fix it slept the beat a waiter behind the head
 // sleeps (here 10 s); now the channel counts as unconfirmed again, and its
-// confirmation wakes the waiter.
+// confirmation wakes the waiter. The same when the refusal comes after a
+// round of the receive loop with nothing to read (late): it confirmed
+// every channel, and a waiter's attempt then went out unconfirmed.
 func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 	t.Cleanup(rediskit.SetQueueTimes(10*time.Second, 10*time.Second)) // after the Lockers' Close
+	t.Run("refused-at-once", func(t *testing.T) { shardedResubscribeTurn(t, false) })
+	t.Run("refusal-late", func(t *testing.T) { shardedResubscribeTurn(t, true) })
+}
+
+func shardedResubscribeTurn(t *testing.T, late bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	admin := clusterClient(t, nil)
@@ -979,7 +1002,7 @@ func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 	require.Eventually(t, subscribed(l1, key), 5*time.Second, 10*time.Millisecond, "W1's channel")
 	// W2, behind it, and W3, on the other key, share a Locker whose
 	// SSUBSCRIBEs of one channel the gate holds back once armed.
-	gate := &shardGate{held: make(chan struct{}), open: make(chan struct{})}
+	gate := &shardGate{late: late, held: make(chan struct{}), open: make(chan struct{})}
 	l2Client := clusterClient(t, func(o *redis.ClusterOptions) {
 		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
@@ -987,7 +1010,7 @@ func TestQueueReviewShardedResubscribeTurnNotLost(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			return gatedShardSubscribes{conn, gate}, nil
+			return &gatedShardSubscribes{Conn: conn, gate: gate}, nil
 		}
 	})
 	contended := make(chan struct{}, 100) // W2's failed attempts

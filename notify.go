@@ -704,7 +704,7 @@ func (n *notifier) receive(sub *subscription) {
 			if !resubscribed {
 				sub.wakeAll(true)
 			}
-		case errors.As(err, &replyErr):
+		case errors.As(err, &replyErr) && !resubscribed:
 			// A reply to a subscription, not a broken connection:
 			// NOPERM for a user without channel permissions. The reply
 			// does not name its channel, so the waiters still waiting
@@ -712,6 +712,10 @@ func (n *notifier) receive(sub *subscription) {
 			for _, ch := range sub.channels {
 				ch.confirm()
 			}
+		case errors.As(err, &replyErr):
+			// The same in the round that subscribes each channel again
+			// (NOPERM, CLUSTERDOWN in a failover): those subscriptions'
+			// own replies settle them.
 		case !broken:
 			// The connection broke and messages may be lost: every waiter
 			// retries now, then backs off as usual while it is down.

